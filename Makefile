@@ -1,0 +1,56 @@
+# One entry point for people and CI. Everything runs from .venv, made on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PROTO_OUT := protos
+
+.PHONY: run test lint format proto proto-check token clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@1.75.0
+
+.env:
+	@echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
+	@echo "Wrote .env with a fresh random BETTER_AUTH_SECRET (dev only)."
+
+## run: serve on [::]:50051 with SQLite in ./todo.db (no set-up needed)
+run: $(INSTALLED) .env
+	@set -a && . ./.env && set +a && $(BIN)/python -m server.quickstart_banner
+	@set -a && . ./.env && set +a && exec $(BIN)/todo-server
+
+## test: the whole suite
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff, buf lint, buf format
+lint: $(INSTALLED) $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+
+format: $(INSTALLED) $(BUF)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BUF) format -w
+
+## proto: regenerate the Python code (messages, stubs, .pyi) from protos/
+proto: $(INSTALLED)
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		protos/todo/v1/*.proto
+
+## proto-check: fail if the committed generated code is not what `make proto` makes
+proto-check: proto
+	git diff --exit-code -- $(PROTO_OUT)
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info

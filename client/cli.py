@@ -1,0 +1,81 @@
+"""`todo`: the command line for people trying the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from client.dev_tokens import mint_hs256_token
+
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CliError(Exception):
+    """A problem to report in one line, with exit status `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def parse_duration(text: str) -> int:
+    """`90`, `90s`, `15m`, `1h`, `7d` → seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise CliError(f"--ttl {text!r} is not a duration like 15m, 1h or 7d")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def _dotenv_value(name: str, path: Path = Path(".env")) -> str | None:
+    """`name` from a KEY=VALUE .env file in the working directory (what `make run` writes), if any."""
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == name:
+            return value.strip().strip("'\"")
+    return None
+
+
+def _secret() -> bytes:
+    secret = os.environ.get("BETTER_AUTH_SECRET") or _dotenv_value("BETTER_AUTH_SECRET")
+    if not secret:
+        raise CliError("BETTER_AUTH_SECRET is not set (and no .env here has it): export the server's secret")
+    return secret.encode()
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    token = mint_hs256_token(
+        secret=_secret(), subject=args.sub, ttl_seconds=parse_duration(args.ttl), email=args.email
+    )
+    print(token)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="todo", description="Talk to a todo-tasks server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    token = commands.add_parser("token", help="mint a development token (HS256, signed with BETTER_AUTH_SECRET)")
+    token.add_argument("--sub", required=True, help="the user id the token names")
+    token.add_argument("--ttl", default="1h", help="how long it stays valid: 90s, 15m, 1h, 7d (default 1h)")
+    token.add_argument("--email", help="an email claim to include")
+    token.set_defaults(run=_cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CliError as error:
+        print(f"todo: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

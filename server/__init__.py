@@ -1,0 +1,1 @@
+"""todo-tasks: the TaskService gRPC server."""

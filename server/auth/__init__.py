@@ -1,0 +1,1 @@
+"""Authentication: bearer tokens in, a verified Identity out."""

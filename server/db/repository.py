@@ -1,0 +1,199 @@
+"""TaskRepository: the caller's tasks. The owner always comes from the identity, never from a parameter."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, exc, func, or_, select, tuple_
+
+from server.db.models import Task
+from server.db.session import Database
+from server.errors import Aborted, NotFound
+from server.identity import current_user_id
+from server.tasks import Cursor, Priority, SortField, TaskFields, TaskFilter, TaskPage, TaskRecord
+
+_SORT_COLUMNS: dict[SortField, Any] = {
+    SortField.CREATE_TIME: Task.create_time,
+    SortField.UPDATE_TIME: Task.update_time,
+    SortField.DUE_TIME: Task.due_time,
+    SortField.TITLE: Task.title,
+    SortField.PRIORITY: Task.priority,
+}
+_NULLABLE_SORT_FIELDS = frozenset({SortField.DUE_TIME})
+
+
+def new_task_id() -> str:
+    """128 random bits, hex: unguessable, and safe in a resource name."""
+    return secrets.token_hex(16)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _etag(task: Task) -> str:
+    return hashlib.blake2b(f"{task.id}:{task.revision}".encode(), digest_size=8).hexdigest()
+
+
+def _record(task: Task) -> TaskRecord:
+    return TaskRecord(
+        task_id=task.id,
+        owner_id=task.owner_id,
+        title=task.title,
+        description=task.description,
+        completed=task.completed,
+        priority=Priority(task.priority),
+        due_time=task.due_time,
+        create_time=task.create_time,
+        update_time=task.update_time,
+        complete_time=task.complete_time,
+        etag=_etag(task),
+    )
+
+
+def _not_found(task_id: str) -> NotFound:
+    return NotFound(f"task {task_id!r} not found")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _conditions(task_filter: TaskFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if task_filter.completed is not None:
+        conditions.append(Task.completed.is_(task_filter.completed))
+    if task_filter.text:
+        pattern = f"%{_escape_like(task_filter.text)}%"
+        conditions.append(
+            or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\"))
+        )
+    return conditions
+
+
+def _page_statements(task_filter: TaskFilter, after: Cursor | None) -> list[Select[tuple[Task]]]:
+    """The statements that, run in turn, yield the tasks after `after` in the filter's order.
+
+    Keyset pagination: each statement seeks past the cursor with a row-value comparison on
+    (sort key, id), a range scan on the (owner, sort key, id) index whatever the page number.
+    A nullable sort key is split in two statements (tasks with a value, tasks without), since NULL
+    never compares: unset values come last ascending and first descending.
+    """
+    column = _SORT_COLUMNS[task_filter.sort]
+    descending = task_filter.descending
+    base = select(Task).where(*_conditions(task_filter))
+    by_key = base.order_by(*((column.desc(), Task.id.desc()) if descending else (column, Task.id)))
+
+    def seek(statement: Select[tuple[Task]], cursor: Cursor) -> Select[tuple[Task]]:
+        position = tuple_(column, Task.id)
+        bound = (cursor.sort_value, cursor.task_id)
+        return statement.where(position < bound if descending else position > bound)
+
+    if task_filter.sort not in _NULLABLE_SORT_FIELDS:
+        return [by_key if after is None else seek(by_key, after)]
+
+    with_value = by_key.where(column.is_not(None))
+    without_value = base.where(column.is_(None)).order_by(Task.id.desc() if descending else Task.id)
+    if after is None:
+        return [without_value, with_value] if descending else [with_value, without_value]
+    if after.sort_value is None:
+        past = Task.id < after.task_id if descending else Task.id > after.task_id
+        return [without_value.where(past), with_value] if descending else [without_value.where(past)]
+    return [seek(with_value, after)] if descending else [seek(with_value, after), without_value]
+
+
+def _cursor_of(task: Task, sort: SortField) -> Cursor:
+    return Cursor(sort_value=getattr(task, _SORT_COLUMNS[sort].key), task_id=task.id)
+
+
+class TaskRepository:
+    """Reads and writes the current caller's tasks."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def create(self, *, fields: TaskFields, request_id: str | None = None) -> TaskRecord:
+        """Stores a new task for the caller; with a `request_id` seen before, returns that task instead."""
+        if request_id is not None and (earlier := self._find_by_request_id(request_id)) is not None:
+            return earlier
+        now = _now()
+        task = Task(
+            id=new_task_id(),
+            owner_id=current_user_id(),
+            request_id=request_id,
+            title=fields.title,
+            description=fields.description,
+            completed=fields.completed,
+            priority=int(fields.priority),
+            due_time=fields.due_time,
+            create_time=now,
+            update_time=now,
+            complete_time=now if fields.completed else None,
+        )
+        try:
+            with self._db.transaction(write=True) as session:
+                session.add(task)
+                session.flush()
+                return _record(task)
+        except exc.IntegrityError:
+            # A retry with the same request_id committed first (perhaps on another replica): answer with it.
+            if request_id is not None and (earlier := self._find_by_request_id(request_id)) is not None:
+                return earlier
+            raise
+
+    def _find_by_request_id(self, request_id: str) -> TaskRecord | None:
+        with self._db.transaction() as session:
+            task = session.scalars(select(Task).where(Task.request_id == request_id)).one_or_none()
+            return None if task is None else _record(task)
+
+    def get(self, *, task_id: str) -> TaskRecord:
+        with self._db.transaction() as session:
+            task = session.scalars(select(Task).where(Task.id == task_id)).one_or_none()
+            if task is None:
+                raise _not_found(task_id)
+            return _record(task)
+
+    def list(self, *, task_filter: TaskFilter, after: Cursor | None, limit: int) -> TaskPage:
+        """Up to `limit` tasks after `after`, the cursor of the next page, and how many match in all."""
+        with self._db.transaction() as session:
+            tasks: list[Task] = []
+            for statement in _page_statements(task_filter, after):
+                wanted = limit + 1 - len(tasks)  # one more than the page tells whether another follows
+                if wanted <= 0:
+                    break
+                tasks.extend(session.scalars(statement.limit(wanted)))
+            total = session.scalar(select(func.count()).select_from(Task).where(*_conditions(task_filter)))
+            page = tasks[:limit]
+            next_cursor = _cursor_of(page[-1], task_filter.sort) if len(tasks) > limit else None
+            return TaskPage(records=[_record(t) for t in page], next_cursor=next_cursor, total_size=total or 0)
+
+    def update(self, *, task_id: str, changes: Mapping[str, Any], etag: str | None) -> TaskRecord:
+        """Applies `changes` (TaskFields names → values); with `etag`, only if the task is unchanged."""
+        with self._db.transaction(write=True) as session:
+            task = self._load_for_write(session, task_id, etag)
+            now = _now()
+            if "completed" in changes and changes["completed"] != task.completed:
+                task.complete_time = now if changes["completed"] else None
+            for field, value in changes.items():
+                setattr(task, field, int(value) if field == "priority" else value)
+            task.update_time = now
+            session.flush()
+            return _record(task)
+
+    def delete(self, *, task_id: str, etag: str | None) -> None:
+        with self._db.transaction(write=True) as session:
+            session.delete(self._load_for_write(session, task_id, etag))
+            session.flush()
+
+    @staticmethod
+    def _load_for_write(session: Any, task_id: str, etag: str | None) -> Task:
+        task = session.scalars(select(Task).where(Task.id == task_id)).one_or_none()
+        if task is None:
+            raise _not_found(task_id)
+        if etag and etag != _etag(task):
+            raise Aborted("the task's etag does not match: it changed since you read it; get it again")
+        return task

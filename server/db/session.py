@@ -1,0 +1,107 @@
+"""Engine and sessions. Every ORM statement on an OwnedByUser entity is scoped to the current caller here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+from sqlalchemy.orm.exc import StaleDataError
+
+from server.db.models import Base, OwnedByUser
+from server.errors import Aborted, Unavailable
+from server.identity import current_user_id
+
+_WRITE_OPTION = "todo_write"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+class CrossUserWriteError(RuntimeError):
+    """A flush tried to store a row owned by someone other than the caller (a bug: fail closed)."""
+
+
+def _scope_to_caller(state: ORMExecuteState) -> None:
+    if state.is_column_load or state.is_relationship_load:
+        return  # loads for rows already fetched through a scoped statement
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    user_id = current_user_id()  # raises NoIdentityError: never run a statement unscoped
+    state.statement = state.statement.options(
+        with_loader_criteria(OwnedByUser, lambda cls: cls.owner_id == user_id, include_aliases=True)
+    )
+
+
+def _refuse_foreign_rows(session: Session, _flush_context: Any, _instances: Any) -> None:
+    user_id = current_user_id()
+    for row in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(row, OwnedByUser) and row.owner_id != user_id:
+            raise CrossUserWriteError("refusing to write a row owned by another user")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # We emit BEGIN ourselves (below), so that writes can take the write lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # FULL, not WAL's usual NORMAL: a commit we acknowledged must survive a power cut too.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # BEGIN IMMEDIATE for writes: a deferred transaction that reads and then writes can fail with
+        # SQLITE_BUSY at its first write instead of waiting its turn.
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """One engine and one session factory for the process; sessions come from `transaction()`."""
+
+    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if make_url(url).get_backend_name() == "sqlite":
+            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=10)
+        else:
+            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=5)
+        self.engine = create_engine(url, **options)
+        if self.engine.dialect.name == "sqlite":
+            _configure_sqlite(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "do_orm_execute", _scope_to_caller)
+        event.listen(self._sessions, "before_flush", _refuse_foreign_rows)
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query now."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except exc.SQLAlchemyError:
+            return False
+        return True
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in a transaction that commits on success; database faults become domain errors."""
+        try:
+            with self._sessions() as session, session.begin():
+                if write:
+                    session.connection(execution_options={_WRITE_OPTION: True})
+                yield session
+        except StaleDataError:
+            raise Aborted("the task was changed by someone else; get it again and retry") from None
+        except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError):
+            raise Unavailable("the database is unavailable; retry later") from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()

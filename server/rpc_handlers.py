@@ -1,0 +1,33 @@
+"""Wrapping a grpc.RpcMethodHandler's behaviour, whatever its kind, so interceptors work inside the call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+# Takes the handler's behaviour and whether it streams responses; returns the behaviour to run instead.
+BehaviorWrapper = Callable[[Behavior, bool], Behavior]
+
+
+def wrap_method_handler(handler: grpc.RpcMethodHandler, wrap: BehaviorWrapper) -> grpc.RpcMethodHandler:
+    """Returns `handler` with its behaviour replaced by `wrap(behaviour, response_streaming)`.
+
+    The wrapped behaviour runs on the pool thread that serves the call, not on grpcio's serving thread
+    (where `intercept_service` runs and dispatches every RPC), so it may block.
+    """
+    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), deserialize, serialize)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, True), deserialize, serialize)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary, False), deserialize, serialize)
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True), deserialize, serialize)
+
+
+def service_of(method: str) -> str:
+    """`/todo.v1.TaskService/GetTask` → `todo.v1.TaskService`."""
+    return method[1 : method.rfind("/")]
