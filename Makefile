@@ -23,7 +23,11 @@ $(BUF):
 
 ## run: serve on [::]:50051 with SQLite in ./todo.db (no set-up needed)
 run: $(INSTALLED) .env
-	@set -a && . ./.env && set +a && $(BIN)/python -m server.quickstart_banner
+	@echo "todo-server: listening on [::]:50051, tasks in ./todo.db. In another terminal:"
+	@echo "  TOKEN=\$$($(BIN)/todo token --sub alice)"
+	@echo "  $(BIN)/grpcurl -plaintext localhost:50051 list"
+	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TOKEN\" -d '{\"parent\":\"users/me\",\"task\":{\"title\":\"Buy milk\"}}' localhost:50051 todo.v1.TaskService/CreateTask"
+	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TOKEN\" -d '{\"parent\":\"users/me\"}' localhost:50051 todo.v1.TaskService/ListTasks"
 	@set -a && . ./.env && set +a && exec $(BIN)/todo-server
 
 ## test: the whole suite
@@ -50,7 +54,8 @@ proto: $(INSTALLED)
 
 ## proto-check: fail if the committed generated code is not what `make proto` makes
 proto-check: proto
-	git diff --exit-code -- $(PROTO_OUT)
+	@test -z "$$(git status --porcelain -- $(PROTO_OUT))" || \
+		{ git status --short -- $(PROTO_OUT); echo "generated code is stale: run make proto and commit"; exit 1; }
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info

@@ -50,6 +50,8 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired; get a new one", reason=TOKEN_EXPIRED) from None
+        except jwt.InvalidSignatureError:  # a subclass of DecodeError: it decoded, but nobody we trust signed it
+            raise Unauthenticated("the token's signature does not verify", reason=TOKEN_INVALID) from None
         except jwt.DecodeError:
             raise Unauthenticated("the bearer token is not a valid JWT", reason=TOKEN_MALFORMED) from None
         except jwt.InvalidTokenError:

@@ -1,0 +1,140 @@
+"""No user ever reads or changes another user's tasks: through every RPC and through the data layer."""
+
+from __future__ import annotations
+
+import contextvars
+import secrets
+
+import grpc
+import pytest
+from sqlalchemy import func, select, text
+from todo.v1 import task_service_pb2 as pb
+
+from server.db.models import Task
+from server.db.repository import TaskRepository
+from server.db.session import CrossUserWriteError, Database
+from server.identity import Identity, NoIdentityError, set_identity
+from server.tasks import TaskFields
+from tests.support import User, failure_of, mint_token
+
+
+def assert_denied(call) -> None:  # type: ignore[no-untyped-def]
+    failure = failure_of(call)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "RESOURCE_NOT_OWNED")
+
+
+def test_bob_cannot_read_update_or_delete_alices_task(alice: User, bob: User) -> None:
+    task = alice.create_task("alice's secret", description="private")
+    assert_denied(lambda: bob.get_task(task.name))
+    assert_denied(lambda: bob.update_task(pb.Task(name=task.name, title="pwned"), ["title"]))
+    assert_denied(lambda: bob.delete_task(task.name))
+    assert alice.get_task(task.name) == task
+
+
+def test_bob_cannot_list_or_create_under_alice(alice: User, bob: User) -> None:
+    alice.create_task("alice's")
+    assert_denied(lambda: bob.list_tasks(parent=f"users/{alice.user_id}"))
+    assert_denied(lambda: bob.create_task("planted", parent=f"users/{alice.user_id}"))
+    assert alice.list_tasks().total_size == 1
+
+
+def test_bobs_listing_never_shows_alices_tasks(alice: User, bob: User) -> None:
+    for i in range(5):
+        alice.create_task(f"alice {i}", description="milk")
+    bob.create_task("bob's", description="milk")
+    for options in ({}, {"query": "milk"}, {"completed": False}, {"order_by": "title"}):
+        listed = bob.list_tasks(**options)
+        assert [t.title for t in listed.tasks] == ["bob's"]
+        assert listed.total_size == 1
+
+
+def test_denial_does_not_reveal_whether_the_task_exists(alice: User, bob: User) -> None:
+    real = alice.create_task("x")
+    made_up = f"users/{alice.user_id}/tasks/{'f' * 32}"
+    real_failure, made_up_failure = (
+        failure_of(lambda: bob.get_task(real.name)),
+        failure_of(lambda: bob.get_task(made_up)),
+    )
+    assert (real_failure.code, real_failure.message) == (made_up_failure.code, made_up_failure.message)
+
+
+def test_user_ids_are_case_sensitive(secret: bytes, grpc_stub) -> None:  # type: ignore[no-untyped-def]
+    """Better Auth ids are mixed-case: `AbC` and `abc` are two people."""
+    upper_id = "Usr" + secrets.token_hex(8).upper()
+    upper, lower = (User(uid, mint_token(secret, uid), grpc_stub) for uid in (upper_id, upper_id.lower()))
+    task = upper.create_task("mine")
+    assert task.name.startswith(f"users/{upper_id}/tasks/")
+    assert_denied(lambda: lower.get_task(task.name))
+    assert lower.list_tasks().total_size == 0
+
+
+def test_bob_cannot_page_with_alices_page_token(alice: User, bob: User) -> None:
+    for i in range(3):
+        alice.create_task(f"t{i}")
+        bob.create_task(f"b{i}")
+    token = alice.list_tasks(page_size=1).next_page_token
+    failure = failure_of(lambda: bob.list_tasks(page_size=1, page_token=token))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- the data layer directly -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path) -> Database:  # type: ignore[no-untyped-def]
+    database = Database(f"sqlite:///{tmp_path / 'direct.db'}", pool_size=2)
+    database.create_schema()
+    yield database
+    database.dispose()
+
+
+def as_user(user_id: str) -> None:
+    set_identity(Identity(user_id=user_id))
+
+
+def test_repository_refuses_to_run_without_an_identity(database: Database) -> None:
+    repository = TaskRepository(database)
+    with pytest.raises(NoIdentityError):
+        repository.create(fields=TaskFields(title="x"))
+    with pytest.raises(NoIdentityError), database.transaction() as session:
+        session.scalars(select(Task)).all()
+
+
+def test_every_orm_select_is_scoped_to_the_caller(database: Database) -> None:
+    repository = TaskRepository(database)
+
+    def run_as(user_id, fn):  # type: ignore[no-untyped-def]
+        def inner():  # type: ignore[no-untyped-def]
+            as_user(user_id)
+            return fn()
+
+        return contextvars.copy_context().run(inner)
+
+    alices = run_as("alice", lambda: repository.create(fields=TaskFields(title="alice's")))
+    run_as("bob", lambda: repository.create(fields=TaskFields(title="bob's")))
+
+    def bobs_view():  # type: ignore[no-untyped-def]
+        with database.transaction() as session:
+            everything = session.scalars(select(Task)).all()
+            by_id = session.scalars(select(Task).where(Task.id == alices.task_id)).all()
+            counted = session.scalar(select(func.count()).select_from(Task))
+            fetched = session.get(Task, alices.task_id)
+            return [t.title for t in everything], by_id, counted, fetched
+
+    titles, by_id, counted, fetched = run_as("bob", bobs_view)
+    assert titles == ["bob's"]
+    assert by_id == []
+    assert counted == 1
+    assert fetched is None
+    with database.engine.connect() as connection:  # both rows really are there
+        assert connection.execute(text("SELECT count(*) FROM tasks")).scalar() == 2
+
+
+def test_flush_refuses_a_row_owned_by_someone_else(database: Database) -> None:
+    def plant() -> None:
+        as_user("mallory")
+        with database.transaction(write=True) as session:
+            session.add(Task(id="e" * 32, owner_id="alice", title="planted", create_time=None, update_time=None))
+
+    with pytest.raises(CrossUserWriteError):
+        contextvars.copy_context().run(plant)
