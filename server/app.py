@@ -18,7 +18,9 @@ from server.auth.tokens import TokenVerifier
 from server.config import ConfigError, Settings
 from server.db.repository import TaskRepository
 from server.db.session import Database
+from server.limits import server_options
 from server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
+from server.request_decoding import RequestDecodingInterceptor
 from server.services.page_tokens import PageTokenCodec
 from server.services.task_service import TaskService
 from server.status import ErrorStatusInterceptor
@@ -66,8 +68,9 @@ def build_server(settings: Settings) -> TodoServer:
             AccessLogInterceptor(),
             ErrorStatusInterceptor(),
             AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
+            RequestDecodingInterceptor(),
         ],
-        options=[("grpc.so_reuseport", 0)],  # a second server on a taken port must fail, not share it
+        options=server_options(),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     service = TaskService(TaskRepository(database), PageTokenCodec(settings.page_token_key()))

@@ -12,13 +12,20 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 BehaviorWrapper = Callable[[Behavior, bool], Behavior]
 
 
-def wrap_method_handler(handler: grpc.RpcMethodHandler, wrap: BehaviorWrapper) -> grpc.RpcMethodHandler:
+def wrap_method_handler(
+    handler: grpc.RpcMethodHandler,
+    wrap: BehaviorWrapper,
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
     """Returns `handler` with its behaviour replaced by `wrap(behaviour, response_streaming)`.
 
     The wrapped behaviour runs on the pool thread that serves the call, not on grpcio's serving thread
-    (where `intercept_service` runs and dispatches every RPC), so it may block.
+    (where `intercept_service` runs and dispatches every RPC), so it may block. `request_deserializer`,
+    if given, replaces the handler's (outer interceptors keep whichever the handler they wrap has).
     """
-    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+    deserialize = request_deserializer or handler.request_deserializer
+    serialize = handler.response_serializer
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False), deserialize, serialize)
     if handler.unary_stream is not None:

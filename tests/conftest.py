@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
 from tests.support import User, mint_token
+
+# Property tests: a short run in `make test`, a long one in `make soak` (HYPOTHESIS_PROFILE=soak).
+hypothesis_settings.register_profile("default", max_examples=40, deadline=None)
+hypothesis_settings.register_profile("soak", max_examples=1000, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="module")

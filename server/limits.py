@@ -1,0 +1,53 @@
+"""The server's transport limits: what one client may take, so that it cannot starve the others.
+
+Each is a grpcio channel argument; docs/reliability.md explains how they were chosen and tested.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Far above the largest valid request (a 64 KiB description in a CreateTask), far below a memory problem.
+# A larger message is refused by grpcio with RESOURCE_EXHAUSTED before any of our code runs.
+MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
+# Responses are bounded by the page size cap; this is a backstop, not a limit callers should meet.
+MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024
+# Request headers: room for the largest token we accept (8 KiB) and then some. Soft and hard limits are equal:
+# between them grpcio refuses at random, which made an oversized token sometimes RESOURCE_EXHAUSTED and
+# sometimes UNAUTHENTICATED; now a header block up to this size always reaches the auth interceptor.
+MAX_METADATA_BYTES = 16 * 1024
+# Concurrent calls on one HTTP/2 connection; more wait in the client until one ends.
+MAX_CONCURRENT_STREAMS = 100
+# A connection is closed (GOAWAY) this long after it opened, so load rebalances over replicas and a
+# client hoarding stalled calls loses them; calls still running get the grace period to finish.
+MAX_CONNECTION_AGE_MS = 30 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 60 * 1000
+# A connection with no call for this long is closed: idle clients do not pin file descriptors forever.
+MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
+# Keepalive enforcement: a client may ping at most every 10 s, and only while calls are open; after 2
+# pings too soon the server sends GOAWAY (ENHANCE_YOUR_CALM).
+MIN_CLIENT_PING_INTERVAL_MS = 10 * 1000
+MAX_PING_STRIKES = 2
+# The server's own keepalive pings find dead peers (a client host that vanished) within a minute.
+KEEPALIVE_TIME_MS = 60 * 1000
+KEEPALIVE_TIMEOUT_MS = 20 * 1000
+
+
+def server_options() -> list[tuple[str, Any]]:
+    """The grpc.server() options that set the limits above."""
+    return [
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_MS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
