@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := protos
 
-.PHONY: run test lint format proto proto-check token clean
+.PHONY: run test soak lint format proto proto-check token clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ run: $(INSTALLED) .env
 ## test: the whole suite
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## soak: the fault tests at length, plus the ones too long or too disruptive for `make test`;
+## rewrites the results table in docs/reliability.md
+soak: $(INSTALLED)
+	TODO_SOAK=1 HYPOTHESIS_PROFILE=soak TODO_RELIABILITY_REPORT=docs/reliability.md \
+		$(BIN)/python -m pytest -m "soak or not soak" tests/faults tests/test_hostile_input.py $(PYTEST_ARGS)
 
 ## lint: ruff, buf lint, buf format
 lint: $(INSTALLED) $(BUF)

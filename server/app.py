@@ -18,6 +18,7 @@ from server.auth.tokens import TokenVerifier
 from server.config import ConfigError, Settings
 from server.db.repository import TaskRepository
 from server.db.session import Database
+from server.deadline_interceptor import DeadlineInterceptor
 from server.limits import server_options
 from server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from server.request_decoding import RequestDecodingInterceptor
@@ -68,6 +69,7 @@ def build_server(settings: Settings) -> TodoServer:
             AccessLogInterceptor(),
             ErrorStatusInterceptor(),
             AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
+            DeadlineInterceptor(),
             RequestDecodingInterceptor(),
         ],
         options=server_options(),

@@ -67,3 +67,9 @@ class Unavailable(TodoError):
     """A dependency (the database) cannot be reached right now; retrying later may succeed."""
 
     reason = "DATABASE_UNAVAILABLE"
+
+
+class DeadlineExceeded(TodoError):
+    """The caller's deadline passed before the work was done; nothing was written."""
+
+    reason = "DEADLINE_EXCEEDED"

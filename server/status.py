@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from server.errors import (
     Aborted,
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -34,6 +35,7 @@ _CODES: dict[type[TodoError], int] = {
     NotFound: code_pb2.NOT_FOUND,
     Aborted: code_pb2.ABORTED,
     Unavailable: code_pb2.UNAVAILABLE,
+    DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }
 
 

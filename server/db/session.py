@@ -11,12 +11,38 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.orm.exc import StaleDataError
 
+from server.call_deadline import remaining_seconds
 from server.db.models import Base, OwnedByUser
-from server.errors import Aborted, Unavailable
+from server.errors import Aborted, DeadlineExceeded, Unavailable
 from server.identity import current_user_id
 
 _WRITE_OPTION = "todo_write"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# The longest a statement may run on PostgreSQL when the call has no deadline.
+POSTGRES_STATEMENT_TIMEOUT_MS = 30_000
+
+
+class CallExpired(DeadlineExceeded):
+    """The caller's deadline passed: whatever this transaction did is rolled back, nothing is kept."""
+
+    def __init__(self) -> None:
+        super().__init__("the call's deadline passed before the database answered; nothing was written")
+
+
+def _wait_ms(longest_ms: int) -> int:
+    """How long the database may make this call wait: `longest_ms`, or less if the call's deadline is sooner."""
+    remaining = remaining_seconds()
+    if remaining is None:
+        return longest_ms
+    if remaining <= 0:
+        raise CallExpired
+    return max(1, min(longest_ms, int(remaining * 1000)))
+
+
+def _refuse_if_expired() -> None:
+    remaining = remaining_seconds()
+    if remaining is not None and remaining <= 0:
+        raise CallExpired
 
 
 class CrossUserWriteError(RuntimeError):
@@ -48,7 +74,6 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # FULL, not WAL's usual NORMAL: a commit we acknowledged must survive a power cut too.
         cursor.execute("PRAGMA synchronous=FULL")
@@ -59,7 +84,17 @@ def _configure_sqlite(engine: Engine) -> None:
         # BEGIN IMMEDIATE for writes: a deferred transaction that reads and then writes can fail with
         # SQLITE_BUSY at its first write instead of waiting its turn.
         write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        # Waiting for another writer's lock ends at the call's deadline, so no connection outlives its call.
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Every statement of the transaction (and any lock wait) ends at the call's deadline: the server
+        # cancels it, so no connection is held for a call whose caller has gone.
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}")
 
 
 class Database:
@@ -74,6 +109,8 @@ class Database:
         self.engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
+        elif self.engine.dialect.name == "postgresql":
+            _configure_postgresql(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "do_orm_execute", _scope_to_caller)
         event.listen(self._sessions, "before_flush", _refuse_foreign_rows)
@@ -92,15 +129,22 @@ class Database:
 
     @contextmanager
     def transaction(self, *, write: bool = False) -> Iterator[Session]:
-        """A session in a transaction that commits on success; database faults become domain errors."""
+        """A session in a transaction that commits on success; database faults become domain errors.
+
+        Past the running call's deadline it raises CallExpired instead of committing: a caller that gave up
+        was told nothing was saved, so nothing is.
+        """
+        _refuse_if_expired()
         try:
             with self._sessions() as session, session.begin():
                 if write:
                     session.connection(execution_options={_WRITE_OPTION: True})
                 yield session
+                _refuse_if_expired()
         except StaleDataError:
             raise Aborted("the task was changed by someone else; get it again and retry") from None
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError):
+            _refuse_if_expired()  # the wait was cut short by the deadline, not by a database fault
             raise Unavailable("the database is unavailable; retry later") from None
 
     def dispose(self) -> None:
