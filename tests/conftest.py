@@ -12,7 +12,10 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
 from tests.support import User, mint_token
+
+DATABASES = ("sqlite", "postgresql")
 
 # Property tests: a short run in `make test`, a long one in `make soak` (HYPOTHESIS_PROFILE=soak).
 hypothesis_settings.register_profile("default", max_examples=40, deadline=None)
@@ -25,9 +28,31 @@ def secret() -> bytes:
     return secrets.token_urlsafe(48).encode()
 
 
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run (dropped after), or a skip that says why there is none."""
+    try:
+        with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
+            yield url
+    except PostgresUnavailable as reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every test that uses the server or the database runs once on SQLite and once on PostgreSQL."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'todo.db'}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`@pytest.mark.sqlite_only` tests (they lock the SQLite file by hand) skip their PostgreSQL run."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        if on_postgres and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="exercises SQLite's file lock; not a PostgreSQL test"))
 
 
 @pytest.fixture(scope="module")

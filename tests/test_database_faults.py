@@ -5,9 +5,12 @@ from __future__ import annotations
 import sqlite3
 
 import grpc
+import pytest
 
 from server.config import Settings
 from tests.support import User, failure_of
+
+pytestmark = pytest.mark.sqlite_only
 
 
 def test_locked_database_is_unavailable_and_the_write_is_not_kept(alice: User, settings: Settings) -> None:

@@ -6,11 +6,14 @@ import sqlite3
 import time
 
 import grpc
+import pytest
 from todo.v1 import task_service_pb2 as pb
 
 from server.app import TodoServer
 from server.config import Settings
 from tests.support import User, failure_of
+
+pytestmark = pytest.mark.sqlite_only
 
 _DEADLINE = 0.5
 
