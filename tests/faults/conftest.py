@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL, Engine, create_engine, exc, make_url, text
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from tests.faults.report import FaultRow, write_report
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
 
 SOAK = os.environ.get("TODO_SOAK") == "1"
 _REPORT = os.environ.get("TODO_RELIABILITY_REPORT")
@@ -54,32 +53,18 @@ class ScratchDatabase:
             connection.execute(text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true'))
 
 
-def _postgres_admin_url() -> URL:
-    raw = os.environ.get("TODO_TEST_DATABASE_URL", "")
-    if not raw.startswith("postgresql"):
-        pytest.skip("PostgreSQL fault tests need TODO_TEST_DATABASE_URL=postgresql+psycopg://… (.ci/run sets it)")
-    try:
-        return make_url(raw)
-    except ArgumentError as error:
-        pytest.fail(f"TODO_TEST_DATABASE_URL is not a database URL: {error}")
-
-
 @pytest.fixture
 def scratch_database() -> Iterator[ScratchDatabase]:
-    """A fresh PostgreSQL database, dropped afterwards; its connections are always restored first."""
-    admin_url = _postgres_admin_url()
+    """A fresh PostgreSQL database of this test's own, dropped afterwards; its connections always restored."""
+    base_url = os.environ.get(TEST_DATABASE_URL_VARIABLE)
     try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-        with admin.connect() as connection:
-            name = f"todo_fault_{secrets.token_hex(6)}"
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except (ImportError, exc.OperationalError) as error:
-        pytest.skip(f"no PostgreSQL to run fault tests on: {type(error).__name__}")
-    scratch = ScratchDatabase(admin_url.set(database=name).render_as_string(hide_password=False), name, admin)
-    try:
-        yield scratch
-    finally:
-        scratch.restore_connections()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        with fresh_database(base_url) as url:
+            admin = create_engine(base_url or "", isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+            scratch = ScratchDatabase(url, make_url(url).database or "", admin)
+            try:
+                yield scratch
+            finally:
+                scratch.restore_connections()
+                admin.dispose()
+    except PostgresUnavailable as reason:
+        pytest.skip(f"PostgreSQL fault tests skipped: {reason}")
