@@ -28,7 +28,7 @@ run: $(INSTALLED) .env
 	@echo "  $(BIN)/grpcurl -plaintext localhost:50051 list"
 	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TOKEN\" -d '{\"parent\":\"users/me\",\"task\":{\"title\":\"Buy milk\"}}' localhost:50051 todo.v1.TaskService/CreateTask"
 	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TOKEN\" -d '{\"parent\":\"users/me\"}' localhost:50051 todo.v1.TaskService/ListTasks"
-	@set -a && . ./.env && set +a && exec $(BIN)/todo-server
+	@set -a && . ./.env && set +a && exec $(BIN)/todo-server --migrate
 
 ## test: the whole suite
 test: $(INSTALLED)

@@ -8,22 +8,46 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from server.app import build_server
-from server.config import ConfigError, load_settings
+from server.config import ConfigError, load_migrate_database_url, load_settings
+from server.db.schema import SchemaBehindError, head_revision
+from server.db.session import Database
 
 _log = logging.getLogger("todo.server")
 
 
+def migrate(argv: Sequence[str]) -> int:
+    """`todo-server migrate`: run the Alembic migrations up to head and exit."""
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    database = Database(load_migrate_database_url(argv), pool_size=1)
+    try:
+        database.migrate()
+        _log.info("the database schema is at revision %s", head_revision())
+    except SQLAlchemyError as error:
+        print(f"todo-server migrate: the database refused the migration ({type(error).__name__})", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["migrate"]:
+        return migrate(argv[1:])
     try:
         settings = load_settings(argv)
     except ConfigError as error:
         print(f"todo-server: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic's chatter about its context belongs to `todo-server migrate`, not to every start.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         todo_server = build_server(settings)
-    except ConfigError as error:
+    except (ConfigError, SchemaBehindError) as error:
         print(f"todo-server: {error}", file=sys.stderr)
         return 2
 

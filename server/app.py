@@ -55,11 +55,16 @@ class TodoServer:
 
 
 def build_server(settings: Settings) -> TodoServer:
-    """A configured, bound, not yet started server for `settings`."""
+    """A configured, bound, not yet started server for `settings`.
+
+    Raises ConfigError, or SchemaBehindError when the database needs `todo-server migrate`.
+    """
     if settings.better_auth_secret is None:
         raise ConfigError("no token verification key is configured")
     database = Database(settings.database_url, pool_size=settings.max_workers)
-    database.create_schema()
+    if settings.migrate:
+        database.migrate()
+    database.require_current_schema()  # SchemaBehindError: never serve on a schema older than this code
     verifier = TokenVerifier(
         hs256_secret=settings.better_auth_secret.reveal(), leeway_seconds=settings.jwt_leeway_seconds
     )

@@ -45,6 +45,9 @@ class Settings:
     max_concurrent_rpcs: int = 1000
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    # Run the migrations at start-up. Off in production (run `todo-server migrate` once per release);
+    # `make run` turns it on so the SQLite quick start needs no set-up.
+    migrate: bool = False
 
     def page_token_key(self) -> bytes:
         """The key that signs page tokens: derived from the secret, so every replica shares it."""
@@ -66,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         "--grace-seconds",
         type=float,
         help="how long in-flight calls may finish after SIGTERM (TODO_GRACE_SECONDS; default 10)",
+    )
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        default=None,
+        help="bring the database schema up to date before serving (TODO_MIGRATE=1; default off)",
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TODO_LOG_LEVEL; default INFO)")
     return parser
@@ -109,4 +118,24 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         max_workers=int(_positive("--max-workers", max_workers)),
         grace_seconds=_positive("--grace-seconds", grace),
         log_level=log_level,
+        migrate=args.migrate or _flag(env.get("TODO_MIGRATE", "")),
     )
+
+
+def _flag(value: str) -> bool:
+    if value.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"TODO_MIGRATE must be 1 or 0, got {value!r}")
+
+
+def load_migrate_database_url(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
+    """The database `todo-server migrate` works on: --database-url, then DATABASE_URL, then the default."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="todo-server migrate", description="Bring the database schema up to this release's head, then exit."
+    )
+    parser.add_argument("--database-url", help=f"SQLAlchemy URL (DATABASE_URL; default {DEFAULT_DATABASE_URL})")
+    args = parser.parse_args(argv)
+    return str(args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL))

@@ -58,7 +58,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="module")
 def settings(secret: bytes, database_url: str) -> Settings:
     return Settings(
-        listen="127.0.0.1:0", database_url=database_url, better_auth_secret=Secret(secret), max_workers=4
+        listen="127.0.0.1:0",
+        database_url=database_url,
+        better_auth_secret=Secret(secret),
+        max_workers=4,
+        migrate=True,
     )
 
 

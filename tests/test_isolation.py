@@ -83,7 +83,7 @@ def test_bob_cannot_page_with_alices_page_token(alice: User, bob: User) -> None:
 @pytest.fixture
 def database(tmp_path) -> Database:  # type: ignore[no-untyped-def]
     database = Database(f"sqlite:///{tmp_path / 'direct.db'}", pool_size=2)
-    database.create_schema()
+    database.migrate()
     yield database
     database.dispose()
 

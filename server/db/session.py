@@ -12,7 +12,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_c
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.call_deadline import remaining_seconds
-from server.db.models import Base, OwnedByUser
+from server.db import schema
+from server.db.models import OwnedByUser
 from server.errors import Aborted, DeadlineExceeded, Unavailable
 from server.identity import current_user_id
 
@@ -115,8 +116,13 @@ class Database:
         event.listen(self._sessions, "do_orm_execute", _scope_to_caller)
         event.listen(self._sessions, "before_flush", _refuse_foreign_rows)
 
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+    def migrate(self) -> None:
+        """Runs the Alembic migrations up to head: the only way the schema is made or changed."""
+        schema.migrate(self.engine)
+
+    def require_current_schema(self) -> None:
+        """Raises SchemaBehindError when the schema is behind this code (the message names the fix)."""
+        schema.require_current(self.engine)
 
     def ping(self) -> bool:
         """Whether the database answers a trivial query now."""

@@ -39,7 +39,8 @@ class ServerProcess:
 def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """Starts todo-server on 127.0.0.1:0 and waits until its log says which port it bound."""
     secret = secrets.token_urlsafe(48)
-    server_env = {**os.environ, "BETTER_AUTH_SECRET": secret, **(env or {})}
+    # TODO_MIGRATE=1 as in `make run`: each test's SQLite file starts empty.
+    server_env = {**os.environ, "BETTER_AUTH_SECRET": secret, "TODO_MIGRATE": "1", **(env or {})}
     log_path = tmp_path / f"server-{secrets.token_hex(3)}.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(

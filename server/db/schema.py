@@ -1,0 +1,55 @@
+"""The schema is made and changed only by the Alembic migrations in server/db/migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, text
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+# Held while migrating on PostgreSQL, so replicas started together with --migrate take turns.
+_POSTGRES_MIGRATION_LOCK = 7_202_611
+
+
+class SchemaBehindError(RuntimeError):
+    """The database's schema is older than this server's code; the message says how to fix it."""
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, "server/db/migrations has no revisions"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def migrate(engine: Engine) -> None:
+    """Brings the schema up to this code's head revision (a no-op when it is there)."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_MIGRATION_LOCK})
+        command.upgrade(_config(connection), "head")
+
+
+def require_current(engine: Engine) -> None:
+    """Raises SchemaBehindError unless the database is at this code's head revision."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaBehindError(
+            f"the database schema is at revision {current or 'none (empty database)'}, this server needs "
+            f"{head}: run `todo-server migrate` (or start with --migrate) against the same DATABASE_URL"
+        )

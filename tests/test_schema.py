@@ -1,0 +1,97 @@
+"""Migrations are the only source of the schema: they match the models, and the server refuses a schema behind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from server.app import build_server
+from server.config import Secret, Settings
+from server.db.models import Base
+from server.db.schema import SchemaBehindError, current_revision, head_revision
+from server.db.session import Database
+from tests.e2e.conftest import BIN, run, start_server, stop_server
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    try:
+        with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
+            yield url
+    except PostgresUnavailable as reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+def _settings(url: str, *, migrate: bool) -> Settings:
+    return Settings(
+        listen="127.0.0.1:0",
+        database_url=url,
+        better_auth_secret=Secret(b"k" * 48),
+        max_workers=2,
+        migrate=migrate,
+    )
+
+
+def test_the_migrations_make_exactly_what_the_models_describe(empty_database_url: str) -> None:
+    database = Database(empty_database_url, pool_size=1)
+    try:
+        database.migrate()
+        with database.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == [], "models and migrations differ: write a migration (see README)"
+        assert current_revision(database.engine) == head_revision()
+    finally:
+        database.dispose()
+
+
+def test_the_server_refuses_an_empty_database_and_names_the_fix(empty_database_url: str) -> None:
+    with pytest.raises(SchemaBehindError, match=r"run `todo-server migrate` \(or start with --migrate\)"):
+        build_server(_settings(empty_database_url, migrate=False))
+
+
+def test_the_server_refuses_a_schema_behind_its_code(empty_database_url: str) -> None:
+    database = Database(empty_database_url, pool_size=1)
+    try:
+        database.migrate()
+        with database.engine.begin() as connection:  # as if this release added a migration not yet run
+            connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+        with pytest.raises(SchemaBehindError, match="at revision 0000, this server needs"):
+            build_server(_settings(empty_database_url, migrate=False))
+    finally:
+        database.dispose()
+
+
+def test_migrating_twice_changes_nothing(empty_database_url: str) -> None:
+    database = Database(empty_database_url, pool_size=1)
+    try:
+        database.migrate()
+        database.migrate()
+        assert current_revision(database.engine) == head_revision()
+    finally:
+        database.dispose()
+
+
+@pytest.mark.e2e
+def test_todo_server_without_migrate_exits_with_one_line_then_serves_after_migrate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = {**os.environ, "BETTER_AUTH_SECRET": "s" * 48, "DATABASE_URL": url, "TODO_MIGRATE": "0"}
+    refused = run(str(BIN / "todo-server"), "--listen", "127.0.0.1:0", env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1, refused.stderr  # one line, no traceback
+    assert "run `todo-server migrate`" in refused.stderr
+
+    migrated = run(str(BIN / "todo-server"), "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    server = start_server(tmp_path, env={"DATABASE_URL": url, "TODO_MIGRATE": "0"})
+    assert stop_server(server) == 0
