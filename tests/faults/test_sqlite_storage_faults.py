@@ -55,6 +55,7 @@ def server_on(tiny_filesystem: Path, secret: bytes) -> Iterator[TodoServer]:
         database_url=f"sqlite:///{tiny_filesystem / 'todo.db'}",
         better_auth_secret=Secret(secret),
         max_workers=4,
+        migrate=True,
     )
     with run_server(settings) as server:
         yield server
