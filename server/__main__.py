@@ -14,6 +14,7 @@ from server.app import build_server
 from server.config import ConfigError, load_migrate_database_url, load_settings
 from server.db.schema import SchemaBehindError, head_revision
 from server.db.session import Database
+from server.log_format import configure_logging
 
 _log = logging.getLogger("todo.server")
 
@@ -33,6 +34,12 @@ def migrate(argv: Sequence[str]) -> int:
     return 0
 
 
+def _refuse(error: Exception) -> int:
+    # One line that says what is wrong and how to fix it: an operator's first read, not a traceback.
+    print(f"todo-server: {error}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["migrate"]:
@@ -40,22 +47,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
     except ConfigError as error:
-        print(f"todo-server: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        return _refuse(error)
+    if "--check-config" in argv:
+        for name, value in settings.describe().items():
+            print(f"{name} = {value}")
+        return 0
+    configure_logging(settings.log_level, settings.log_format)
     # Alembic's chatter about its context belongs to `todo-server migrate`, not to every start.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     try:
         todo_server = build_server(settings)
     except (ConfigError, SchemaBehindError) as error:
-        print(f"todo-server: {error}", file=sys.stderr)
-        return 2
+        return _refuse(error)
 
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     todo_server.start()
     _log.info("serving todo.v1.TaskService on %s (port %d)", settings.listen, todo_server.port)
+    if todo_server.metrics_port is not None:
+        _log.info("serving Prometheus metrics on %s (port %d)", settings.metrics_listen, todo_server.metrics_port)
     stopping.wait()
     _log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_seconds)
     todo_server.stop(settings.grace_seconds)

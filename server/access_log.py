@@ -1,8 +1,10 @@
-"""One log line per RPC: method, status, duration, caller. Never a token, a secret or task content."""
+"""One log line per RPC: method, status, duration, caller, peer, request id. Never a token, secret or content."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from typing import Any
 
@@ -11,49 +13,79 @@ import grpc
 from server.identity import peek_identity
 from server.rpc_handlers import Behavior, wrap_method_handler
 
+REQUEST_ID_KEY = "x-request-id"
+# A caller's request id is logged as is, so it must not be able to forge a line or flood the log.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
 _log = logging.getLogger("todo.access")
 
 
-def _log_call(method: str, context: grpc.ServicerContext, started: float) -> None:
-    code = context.code() or grpc.StatusCode.OK
+def request_id_of(metadata: Any) -> str:
+    """The caller's `x-request-id` when it is safe to log, else a fresh random one."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _SAFE_REQUEST_ID.fullmatch(value):
+            return value
+    return os.urandom(8).hex()
+
+
+def _finish(method: str, request_id: str, context: grpc.ServicerContext, started: float, failed: bool) -> None:
+    # abort_with_status replaces the trailing metadata, so the request id is added last, on every path.
+    context.set_trailing_metadata((*(context.trailing_metadata() or ()), (REQUEST_ID_KEY, request_id)))
+    if not _log.isEnabledFor(logging.INFO):
+        return
+    code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
     identity = peek_identity()
+    fields = {
+        "method": method,
+        "code": code.name,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "user": identity.user_id if identity else "-",
+        "peer": context.peer(),
+        "request_id": request_id,
+    }
     _log.info(
-        "rpc method=%s code=%s duration_ms=%.2f user=%s peer=%s",
-        method,
-        code.name,
-        (time.perf_counter() - started) * 1000,
-        identity.user_id if identity else "-",
-        context.peer(),
+        "rpc method=%(method)s code=%(code)s duration_ms=%(duration_ms).2f user=%(user)s peer=%(peer)s "
+        "request_id=%(request_id)s",
+        fields,
+        extra={"rpc": fields},
     )
 
 
 class AccessLogInterceptor(grpc.ServerInterceptor):
-    """Outermost interceptor, so it sees auth failures and the final status of every call."""
+    """Outermost, so it sees auth failures and the final status of every call."""
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
-        if handler is None or not _log.isEnabledFor(logging.INFO):
-            return handler
+        if handler is None:
+            return None
         method = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
             if response_streaming:
 
                 def streaming(request: Any, context: grpc.ServicerContext) -> Any:
                     started = time.perf_counter()
+                    request_id = request_id_of(metadata)
+                    failed = True
                     try:
                         yield from behavior(request, context)
+                        failed = False
                     finally:
-                        _log_call(method, context, started)
+                        _finish(method, request_id, context, started, failed)
 
                 return streaming
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 started = time.perf_counter()
+                request_id = request_id_of(metadata)
+                failed = True
                 try:
-                    return behavior(request, context)
+                    response = behavior(request, context)
+                    failed = False
+                    return response
                 finally:
-                    _log_call(method, context, started)
+                    _finish(method, request_id, context, started, failed)
 
             return unary
 

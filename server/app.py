@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.exc import SQLAlchemyError
 from todo.v1 import task_service_pb2, task_service_pb2_grpc
 
 from server.access_log import AccessLogInterceptor
 from server.auth.interceptor import AuthInterceptor
 from server.auth.tokens import TokenVerifier
-from server.config import ConfigError, Settings
+from server.config import ConfigError, Settings, masked_database_url
 from server.db.repository import TaskRepository
 from server.db.session import Database
 from server.deadline_interceptor import DeadlineInterceptor
 from server.limits import server_options
+from server.metrics import MetricsInterceptor, ServerMetrics, serve_metrics
+from server.readiness import Readiness
 from server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from server.request_decoding import RequestDecodingInterceptor
 from server.services.page_tokens import PageTokenCodec
@@ -35,44 +39,94 @@ _log = logging.getLogger("todo.server")
 
 @dataclass
 class TodoServer:
-    """A built server: the grpc.Server, the port it bound, and what shutting it down needs."""
+    """A built server: the grpc.Server, the port it bound, and what running and stopping it needs."""
 
     grpc_server: grpc.Server
     port: int
     health: health.HealthServicer
+    readiness: Readiness
     database: Database
+    metrics: ServerMetrics
+    metrics_port: int | None = None
+    # Run in order after the gRPC server has stopped (metrics endpoint, tracer flush, database).
+    closers: list[Callable[[], Any]] = field(default_factory=list)
 
     def start(self) -> None:
+        """Serves; health follows readiness from the first check on."""
         self.grpc_server.start()
-        for service in ("", TASK_SERVICE):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.readiness.start()
 
     def stop(self, grace: float | None) -> None:
         """Health turns NOT_SERVING, new calls are refused, in-flight calls get `grace` seconds to end."""
+        self.readiness.stop()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(grace).wait()
-        self.database.dispose()
+        for close in self.closers:
+            close()
 
 
-def build_server(settings: Settings) -> TodoServer:
+def _health_following(health_servicer: health.HealthServicer) -> Callable[[bool], None]:
+    """Sets the overall and the TaskService health to what readiness says."""
+
+    def set_serving(ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", TASK_SERVICE):
+            health_servicer.set(service, status)
+
+    return set_serving
+
+
+def _open_database(settings: Settings) -> Database:
+    """The database, reachable and at this code's schema; ConfigError or SchemaBehindError say the fix."""
+    database = Database(settings.database_url, pool_size=settings.max_workers)
+    try:
+        if settings.migrate:
+            database.migrate()
+        database.require_current_schema()  # SchemaBehindError: never serve on a schema older than this code
+    except SQLAlchemyError as error:
+        database.dispose()
+        cause = str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()[0][:200]
+        raise ConfigError(
+            f"cannot use the database at {masked_database_url(settings.database_url)} ({cause}): "
+            "check that it is up and that DATABASE_URL (or --database-url) points at it"
+        ) from None
+    return database
+
+
+def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServer:
     """A configured, bound, not yet started server for `settings`.
 
-    Raises ConfigError, or SchemaBehindError when the database needs `todo-server migrate`.
+    `tracer_provider` (an OpenTelemetry TracerProvider) turns tracing on with it; without one, tracing is
+    on only when `settings.tracing` is, exporting over OTLP. Raises ConfigError, or SchemaBehindError when
+    the database needs `todo-server migrate`.
     """
     if settings.better_auth_secret is None:
-        raise ConfigError("no token verification key is configured")
-    database = Database(settings.database_url, pool_size=settings.max_workers)
-    if settings.migrate:
-        database.migrate()
-    database.require_current_schema()  # SchemaBehindError: never serve on a schema older than this code
+        raise ConfigError("no token verification key is configured: set BETTER_AUTH_SECRET")
+    closers: list[Callable[[], Any]] = []
+    interceptors: list[grpc.ServerInterceptor] = []
+    if tracer_provider is None and settings.tracing:
+        from server.tracing import otlp_tracer_provider
+
+        tracer_provider = otlp_tracer_provider(settings.service_name)
+        closers.append(tracer_provider.shutdown)  # flushes the spans still queued
+    if tracer_provider is not None:
+        from server.tracing import tracing_interceptor
+
+        interceptors.append(tracing_interceptor(tracer_provider))
+    database = _open_database(settings)
+    closers.append(database.dispose)
+    metrics = ServerMetrics()
+    metrics.watch_pool(database.engine.pool)
     verifier = TokenVerifier(
         hs256_secret=settings.better_auth_secret.reveal(), leeway_seconds=settings.jwt_leeway_seconds
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         interceptors=[
+            *interceptors,
+            MetricsInterceptor(metrics),
             AccessLogInterceptor(),
-            ErrorStatusInterceptor(),
+            ErrorStatusInterceptor(on_error=metrics.record_error),
             AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
             DeadlineInterceptor(),
             RequestDecodingInterceptor(),
@@ -88,7 +142,25 @@ def build_server(settings: Settings) -> TodoServer:
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise ConfigError(f"cannot listen on {settings.listen!r}: is the address in use?")
-    return TodoServer(grpc_server=server, port=port, health=health_servicer, database=database)
+    metrics_port = None
+    if settings.metrics_listen is not None:
+        httpd = serve_metrics(metrics, settings.metrics_listen)
+        metrics_port = httpd.server_port
+        closers[:0] = [httpd.shutdown, httpd.server_close]
+    readiness = Readiness(
+        interval_seconds=settings.health_check_seconds, on_change=_health_following(health_servicer)
+    )
+    readiness.add_check("database", database.ping)
+    return TodoServer(
+        grpc_server=server,
+        port=port,
+        health=health_servicer,
+        readiness=readiness,
+        database=database,
+        metrics=metrics,
+        metrics_port=metrics_port,
+        closers=closers,
+    )
 
 
 @contextlib.contextmanager

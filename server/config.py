@@ -7,11 +7,17 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 MIN_SECRET_BYTES = 32
 DEFAULT_LISTEN = "[::]:50051"
 DEFAULT_DATABASE_URL = "sqlite:///todo.db"
+LOG_FORMATS = ("text", "json")
+# Any of these turns tracing on; the OpenTelemetry SDK reads them (and the other OTEL_* variables) itself.
+_OTEL_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class ConfigError(ValueError):
@@ -48,12 +54,31 @@ class Settings:
     # Run the migrations at start-up. Off in production (run `todo-server migrate` once per release);
     # `make run` turns it on so the SQLite quick start needs no set-up.
     migrate: bool = False
+    log_format: str = "text"
+    metrics_listen: str | None = None
+    health_check_seconds: float = 5.0
+    tracing: bool = False
+    service_name: str = "todo-tasks"
 
     def page_token_key(self) -> bytes:
         """The key that signs page tokens: derived from the secret, so every replica shares it."""
         if self.better_auth_secret is None:
             raise ConfigError("no secret to derive the page token key from")
         return hmac.new(self.better_auth_secret.reveal(), b"todo.v1 page tokens", hashlib.sha256).digest()
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text for `--check-config`: secrets and the database password masked."""
+        described = {field.name: str(getattr(self, field.name)) for field in fields(self)}
+        described["database_url"] = masked_database_url(self.database_url)
+        return described
+
+
+def masked_database_url(url: str) -> str:
+    """`url` with its password replaced by stars, fit for a log line or an error message."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a database URL>"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +102,22 @@ def _parser() -> argparse.ArgumentParser:
         help="bring the database schema up to date before serving (TODO_MIGRATE=1; default off)",
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TODO_LOG_LEVEL; default INFO)")
+    parser.add_argument("--log-format", help="text or json (TODO_LOG_FORMAT; default text)")
+    parser.add_argument(
+        "--metrics-listen",
+        help="serve Prometheus metrics over HTTP on this host:port, e.g. 0.0.0.0:9464 (TODO_METRICS_LISTEN; "
+        "default off)",
+    )
+    parser.add_argument(
+        "--health-check-seconds",
+        type=float,
+        help="how often the background readiness checks run (TODO_HEALTH_CHECK_SECONDS; default 5)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="print the effective configuration (secrets masked) and exit",
+    )
     return parser
 
 
@@ -106,11 +147,19 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         grace = (
             args.grace_seconds if args.grace_seconds is not None else float(env.get("TODO_GRACE_SECONDS", "10"))
         )
+        health_check_seconds = (
+            args.health_check_seconds
+            if args.health_check_seconds is not None
+            else float(env.get("TODO_HEALTH_CHECK_SECONDS", "5"))
+        )
     except ValueError as error:
         raise ConfigError(f"a number setting is not a number: {error}") from None
     log_level = (args.log_level or env.get("TODO_LOG_LEVEL", "INFO")).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log level {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    log_format = (args.log_format or env.get("TODO_LOG_FORMAT", "text")).lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     return Settings(
         listen=args.listen or env.get("TODO_LISTEN", DEFAULT_LISTEN),
         database_url=args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -119,6 +168,11 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         grace_seconds=_positive("--grace-seconds", grace),
         log_level=log_level,
         migrate=args.migrate or _flag(env.get("TODO_MIGRATE", "")),
+        log_format=log_format,
+        metrics_listen=args.metrics_listen or env.get("TODO_METRICS_LISTEN") or None,
+        health_check_seconds=_positive("--health-check-seconds", health_check_seconds),
+        tracing=_tracing_requested(env),
+        service_name=env.get("OTEL_SERVICE_NAME") or "todo-tasks",
     )
 
 
@@ -139,3 +193,15 @@ def load_migrate_database_url(argv: Sequence[str], environ: Mapping[str, str] | 
     parser.add_argument("--database-url", help=f"SQLAlchemy URL (DATABASE_URL; default {DEFAULT_DATABASE_URL})")
     args = parser.parse_args(argv)
     return str(args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+
+
+def _tracing_requested(env: Mapping[str, str]) -> bool:
+    """Tracing is on when an OTLP endpoint or a traces exporter is configured, unless the SDK is disabled."""
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter not in ("", "otlp", "none"):
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter!r} is not supported: use otlp or none")
+    if exporter == "none":
+        return False
+    return exporter == "otlp" or any(env.get(name) for name in _OTEL_ENDPOINT_VARIABLES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -72,19 +73,30 @@ def _abort_internal(context: grpc.ServicerContext, method: str, error: BaseExcep
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); the operators can look it up")
 
 
+def _ignore(_error: TodoError) -> None:
+    return None
+
+
 def _already_aborted(context: grpc.ServicerContext) -> bool:
     code = context.code()
     return code is not None and code != grpc.StatusCode.OK
 
 
 class ErrorStatusInterceptor(grpc.ServerInterceptor):
-    """Turns TodoErrors into their statuses and any other exception into a bare INTERNAL."""
+    """Turns TodoErrors into their statuses and any other exception into a bare INTERNAL.
+
+    `on_error`, if given, sees each TodoError first (the metrics count auth failures by reason there).
+    """
+
+    def __init__(self, *, on_error: Callable[[TodoError], None] | None = None) -> None:
+        self._on_error = on_error or _ignore
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        on_error = self._on_error
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
             if response_streaming:
@@ -93,6 +105,7 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
                     try:
                         yield from behavior(request, context)
                     except TodoError as error:
+                        on_error(error)
                         context.abort_with_status(to_status(error))
                     except Exception as error:
                         if _already_aborted(context):
@@ -105,6 +118,7 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
                 try:
                     return behavior(request, context)
                 except TodoError as error:
+                    on_error(error)
                     context.abort_with_status(to_status(error))
                 except Exception as error:
                     if _already_aborted(context):

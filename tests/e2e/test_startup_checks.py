@@ -1,0 +1,101 @@
+"""A configuration that cannot work stops todo-server at once, with one line that says what to fix."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN
+
+pytestmark = pytest.mark.e2e
+
+GOOD_SECRET = secrets.token_urlsafe(48)
+
+
+def todo_server(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("BETTER_AUTH_SECRET", "DATABASE_URL")}
+    clean = {k: v for k, v in clean.items() if not k.startswith(("TODO_", "OTEL_"))}
+    return subprocess.run(
+        [str(BIN / "todo-server"), "--listen", "127.0.0.1:0", *args],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused start (and nothing on stdout, no traceback)."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("todo-server: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_no_verification_key_is_refused(tmp_path: Path) -> None:
+    line = refusal(todo_server(tmp_path))
+    assert "BETTER_AUTH_SECRET is not set" in line
+
+
+def test_a_short_secret_is_refused_with_the_fix(tmp_path: Path) -> None:
+    line = refusal(todo_server(tmp_path, BETTER_AUTH_SECRET="too-short-secret"))
+    assert "BETTER_AUTH_SECRET is 16 bytes; use at least 32" in line
+    assert "too-short-secret" not in line
+
+
+def test_an_unreachable_postgresql_is_refused_without_its_password(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://todo:hunter2-password@127.0.0.1:1/todo"  # nothing listens on port 1
+    line = refusal(todo_server(tmp_path, "--database-url", url, BETTER_AUTH_SECRET=GOOD_SECRET))
+    assert "cannot use the database at postgresql+psycopg://todo:***@127.0.0.1:1/todo" in line
+    assert "DATABASE_URL (or --database-url) points at it" in line
+    assert "hunter2" not in line
+
+
+def test_an_unopenable_sqlite_file_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/todo.db"
+    line = refusal(todo_server(tmp_path, BETTER_AUTH_SECRET=GOOD_SECRET, DATABASE_URL=url))
+    assert "unable to open database file" in line
+
+
+def test_a_metrics_address_in_use_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        db = f"sqlite:///{tmp_path}/todo.db"
+        line = refusal(
+            todo_server(tmp_path, "--metrics-listen", address, BETTER_AUTH_SECRET=GOOD_SECRET, DATABASE_URL=db)
+        )
+    assert f"cannot serve metrics on '{address}'" in line
+
+
+def test_check_config_prints_the_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+    result = todo_server(
+        tmp_path,
+        "--check-config",
+        "--log-format",
+        "json",
+        BETTER_AUTH_SECRET=GOOD_SECRET,
+        DATABASE_URL="postgresql+psycopg://todo:hunter2-password@db.internal:5432/todo",
+        TODO_METRICS_LISTEN="0.0.0.0:9464",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4317",
+    )
+    assert result.returncode == 0, result.stderr
+    settings = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert settings["database_url"] == "postgresql+psycopg://todo:***@db.internal:5432/todo"
+    assert settings["better_auth_secret"] == "Secret('**********')"
+    assert settings["listen"] == "127.0.0.1:0"
+    assert settings["log_format"] == "json"
+    assert settings["metrics_listen"] == "0.0.0.0:9464"
+    assert settings["tracing"] == "True"
+    assert GOOD_SECRET not in result.stdout + result.stderr
+    assert "hunter2" not in result.stdout + result.stderr

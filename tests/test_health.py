@@ -1,0 +1,95 @@
+"""gRPC health follows readiness: a replica whose database is gone reports NOT_SERVING, and recovers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from server.app import TodoServer, build_server, run_server
+from server.config import Secret, Settings
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = ("", "todo.v1.TaskService")
+
+
+def statuses(server: TodoServer) -> tuple[int, ...]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return tuple(stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=5).status for s in SERVICES)
+
+
+def wait_for(server: TodoServer, status: int, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while statuses(server) != (status, status):
+        assert time.monotonic() < deadline, f"health is {statuses(server)}, not {status} after {seconds}s"
+        time.sleep(0.05)
+
+
+def test_health_follows_a_named_readiness_check(settings: Settings) -> None:
+    jwks_ready = threading.Event()
+    todo_server = build_server(dataclasses.replace(settings, health_check_seconds=0.05))
+    todo_server.readiness.add_check("jwks", jwks_ready.is_set)  # how the JWKS fetcher plugs in
+    todo_server.start()
+    try:
+        assert statuses(todo_server) == (NOT_SERVING, NOT_SERVING)
+        assert todo_server.readiness.failing == {"jwks"}
+        jwks_ready.set()
+        wait_for(todo_server, SERVING)
+        jwks_ready.clear()
+        wait_for(todo_server, NOT_SERVING)
+    finally:
+        todo_server.stop(grace=None)
+
+
+@pytest.fixture
+def refusable_postgres() -> Iterator[tuple[str, Callable[[bool], None]]]:
+    """A fresh PostgreSQL database, and a switch that refuses (False) or allows (True) connections to it."""
+    try:
+        with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
+            name = make_url(url).database
+            admin = create_engine(os.environ[TEST_DATABASE_URL_VARIABLE], isolation_level="AUTOCOMMIT")
+
+            def allow_connections(allowed: bool) -> None:
+                with admin.connect() as connection:
+                    connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}'))
+                    if not allowed:  # and cut the connections the server's pool holds open
+                        connection.execute(
+                            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                            {"name": name},
+                        )
+
+            try:
+                yield url, allow_connections
+            finally:
+                allow_connections(True)  # restored even when the test failed, so the drop can connect
+                admin.dispose()
+    except PostgresUnavailable as reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+def test_health_drains_while_postgresql_refuses_connections_and_recovers(
+    secret: bytes, refusable_postgres: tuple[str, Callable[[bool], None]]
+) -> None:
+    url, allow_connections = refusable_postgres
+    replica = Settings(
+        listen="127.0.0.1:0", database_url=url, better_auth_secret=Secret(secret), max_workers=2,
+        health_check_seconds=0.1,
+    )  # fmt: skip
+    with run_server(replica) as todo_server:
+        wait_for(todo_server, SERVING)
+        allow_connections(False)
+        wait_for(todo_server, NOT_SERVING)
+        assert todo_server.readiness.failing == {"database"}
+        allow_connections(True)
+        wait_for(todo_server, SERVING)
