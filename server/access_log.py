@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,6 +17,12 @@ from server.rpc_handlers import Behavior, wrap_method_handler
 REQUEST_ID_KEY = "x-request-id"
 # A caller's request id is logged as is, so it must not be able to forge a line or flood the log.
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+_TEXT = (
+    "rpc method=%(method)s code=%(code)s duration_ms=%(duration_ms).2f user=%(user)s peer=%(peer)s "
+    "request_id=%(request_id)s"
+)
+_TEXT_TRACED = _TEXT + " trace_id=%(trace_id)s"
 
 _log = logging.getLogger("todo.access")
 
@@ -28,7 +35,14 @@ def request_id_of(metadata: Any) -> str:
     return os.urandom(8).hex()
 
 
-def _finish(method: str, request_id: str, context: grpc.ServicerContext, started: float, failed: bool) -> None:
+def _finish(
+    method: str,
+    request_id: str,
+    context: grpc.ServicerContext,
+    started: float,
+    failed: bool,
+    trace_id_of: Callable[[], str] | None,
+) -> None:
     # abort_with_status replaces the trailing metadata, so the request id is added last, on every path.
     context.set_trailing_metadata((*(context.trailing_metadata() or ()), (REQUEST_ID_KEY, request_id)))
     if not _log.isEnabledFor(logging.INFO):
@@ -43,16 +57,21 @@ def _finish(method: str, request_id: str, context: grpc.ServicerContext, started
         "peer": context.peer(),
         "request_id": request_id,
     }
-    _log.info(
-        "rpc method=%(method)s code=%(code)s duration_ms=%(duration_ms).2f user=%(user)s peer=%(peer)s "
-        "request_id=%(request_id)s",
-        fields,
-        extra={"rpc": fields},
-    )
+    text = _TEXT
+    if trace_id_of is not None:
+        fields["trace_id"] = trace_id_of()
+        text = _TEXT_TRACED
+    _log.info(text, fields, extra={"rpc": fields})
 
 
 class AccessLogInterceptor(grpc.ServerInterceptor):
-    """Outermost, so it sees auth failures and the final status of every call."""
+    """Outermost but for tracing, so it sees auth failures and the final status of every call.
+
+    `trace_id_of`, given when tracing is on, names the call's trace in its line, to go from log to trace.
+    """
+
+    def __init__(self, *, trace_id_of: Callable[[], str] | None = None) -> None:
+        self._trace_id_of = trace_id_of
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -60,6 +79,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
             return None
         method = handler_call_details.method
         metadata = handler_call_details.invocation_metadata
+        trace_id_of = self._trace_id_of
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
             if response_streaming:
@@ -72,7 +92,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
                         yield from behavior(request, context)
                         failed = False
                     finally:
-                        _finish(method, request_id, context, started, failed)
+                        _finish(method, request_id, context, started, failed, trace_id_of)
 
                 return streaming
 
@@ -85,7 +105,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
                     failed = False
                     return response
                 finally:
-                    _finish(method, request_id, context, started, failed)
+                    _finish(method, request_id, context, started, failed, trace_id_of)
 
             return unary
 

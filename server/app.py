@@ -104,15 +104,17 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         raise ConfigError("no token verification key is configured: set BETTER_AUTH_SECRET")
     closers: list[Callable[[], Any]] = []
     interceptors: list[grpc.ServerInterceptor] = []
+    trace_id_of = None
     if tracer_provider is None and settings.tracing:
         from server.tracing import otlp_tracer_provider
 
         tracer_provider = otlp_tracer_provider(settings.service_name)
         closers.append(tracer_provider.shutdown)  # flushes the spans still queued
     if tracer_provider is not None:
-        from server.tracing import tracing_interceptor
+        from server.tracing import current_trace_id, tracing_interceptor
 
         interceptors.append(tracing_interceptor(tracer_provider))
+        trace_id_of = current_trace_id
     database = _open_database(settings)
     closers.append(database.dispose)
     metrics = ServerMetrics()
@@ -125,7 +127,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         interceptors=[
             *interceptors,
             MetricsInterceptor(metrics),
-            AccessLogInterceptor(),
+            AccessLogInterceptor(trace_id_of=trace_id_of),
             ErrorStatusInterceptor(on_error=metrics.record_error),
             AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
             DeadlineInterceptor(),

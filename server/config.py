@@ -68,9 +68,14 @@ class Settings:
 
     def describe(self) -> dict[str, str]:
         """Every setting as text for `--check-config`: secrets and the database password masked."""
-        described = {field.name: str(getattr(self, field.name)) for field in fields(self)}
+        described = {field.name: _described(getattr(self, field.name)) for field in fields(self)}
         described["database_url"] = masked_database_url(self.database_url)
         return described
+
+
+def _described(value: object) -> str:
+    # Bytes are file contents (PEM): their size says they were read, their text adds nothing.
+    return f"<{len(value)} bytes>" if isinstance(value, bytes) else str(value)
 
 
 def masked_database_url(url: str) -> str:

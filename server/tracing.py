@@ -34,3 +34,10 @@ def tracing_interceptor(tracer_provider: Any) -> grpc.ServerInterceptor:
     from opentelemetry.instrumentation.grpc import server_interceptor
 
     return server_interceptor(tracer_provider=tracer_provider)
+
+
+def current_trace_id() -> str:
+    """The running call's trace id in hex (W3C form), for its access log line."""
+    from opentelemetry import trace
+
+    return format(trace.get_current_span().get_span_context().trace_id, "032x")

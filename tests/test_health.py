@@ -83,7 +83,7 @@ def test_health_drains_while_postgresql_refuses_connections_and_recovers(
 ) -> None:
     url, allow_connections = refusable_postgres
     replica = Settings(
-        listen="127.0.0.1:0", database_url=url, better_auth_secret=Secret(secret), max_workers=2,
+        listen="127.0.0.1:0", database_url=url, better_auth_secret=Secret(secret), max_workers=2, migrate=True,
         health_check_seconds=0.1,
     )  # fmt: skip
     with run_server(replica) as todo_server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,8 +41,11 @@ def spans_and_stub(settings: Settings) -> Iterator[tuple[InMemorySpanExporter, p
 
 
 def test_a_call_continues_the_trace_the_bff_sent(
-    spans_and_stub: tuple[InMemorySpanExporter, pb_grpc.TaskServiceStub], secret: bytes
+    spans_and_stub: tuple[InMemorySpanExporter, pb_grpc.TaskServiceStub],
+    secret: bytes,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="todo.access")
     exporter, stub = spans_and_stub
     alice = User("tracedalice", mint_token(secret, "tracedalice"), stub)
     alice.metadata = (*alice.metadata, ("traceparent", f"00-{BFF_TRACE_ID}-{BFF_SPAN_ID}-01"))
@@ -53,13 +57,15 @@ def test_a_call_continues_the_trace_the_bff_sent(
     assert format(span.parent.span_id, "016x") == BFF_SPAN_ID
     assert span.attributes["rpc.service"] == "todo.v1.TaskService"
     assert span.attributes["rpc.method"] == "CreateTask"
+    [line] = [r for r in caplog.records if r.name == "todo.access" and "CreateTask" in r.getMessage()]
+    assert line.getMessage().endswith(f"trace_id={BFF_TRACE_ID}")  # from the log line to the trace
 
 
 def test_without_otel_settings_nothing_of_opentelemetry_is_imported(tmp_path: Path) -> None:
     script = (
         "import sys; from server.app import run_server; from server.config import Settings, Secret\n"
         f"s = Settings(listen='127.0.0.1:0', database_url='sqlite:///{tmp_path}/todo.db', "
-        "better_auth_secret=Secret(b'x' * 40), max_workers=2)\n"
+        "better_auth_secret=Secret(b'x' * 40), max_workers=2, migrate=True)\n"
         "with run_server(s): pass\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
     )

@@ -73,7 +73,14 @@ def test_a_metrics_address_in_use_is_refused(tmp_path: Path) -> None:
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         db = f"sqlite:///{tmp_path}/todo.db"
         line = refusal(
-            todo_server(tmp_path, "--metrics-listen", address, BETTER_AUTH_SECRET=GOOD_SECRET, DATABASE_URL=db)
+            todo_server(
+                tmp_path,
+                "--metrics-listen",
+                address,
+                BETTER_AUTH_SECRET=GOOD_SECRET,
+                DATABASE_URL=db,
+                TODO_MIGRATE="1",
+            )
         )
     assert f"cannot serve metrics on '{address}'" in line
 
