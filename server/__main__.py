@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.app import build_server
-from server.config import ConfigError, load_migrate_database_url, load_settings
+from server.config import ConfigError, Settings, load_migrate_database_url, load_settings
 from server.db.schema import SchemaBehindError, head_revision
 from server.db.session import Database
 from server.log_format import configure_logging
+from server.workers import run_workers
 
 _log = logging.getLogger("todo.server")
 
@@ -40,6 +41,31 @@ def _refuse(error: Exception) -> int:
     return 2
 
 
+def _stop_on_signals() -> threading.Event:
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    return stopping
+
+
+def serve(settings: Settings) -> int:
+    """Serves in this process until SIGTERM or SIGINT, then drains; the exit status."""
+    stopping = _stop_on_signals()
+    try:
+        todo_server = build_server(settings)
+    except (ConfigError, SchemaBehindError) as error:
+        return _refuse(error)
+    todo_server.start()
+    _log.info("serving todo.v1.TaskService on %s (port %d)", settings.listen, todo_server.port)
+    if todo_server.metrics_port is not None:
+        _log.info("serving Prometheus metrics on %s (port %d)", settings.metrics_listen, todo_server.metrics_port)
+    stopping.wait()
+    _log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_seconds)
+    todo_server.stop(settings.grace_seconds)
+    _log.info("stopped")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["migrate"]:
@@ -55,23 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     # Alembic's chatter about its context belongs to `todo-server migrate`, not to every start.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    if settings.workers == 1:
+        return serve(settings)
     try:
-        todo_server = build_server(settings)
+        return run_workers(settings, serve, _stop_on_signals())
     except (ConfigError, SchemaBehindError) as error:
         return _refuse(error)
-
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
-    todo_server.start()
-    _log.info("serving todo.v1.TaskService on %s (port %d)", settings.listen, todo_server.port)
-    if todo_server.metrics_port is not None:
-        _log.info("serving Prometheus metrics on %s (port %d)", settings.metrics_listen, todo_server.metrics_port)
-    stopping.wait()
-    _log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_seconds)
-    todo_server.stop(settings.grace_seconds)
-    _log.info("stopped")
-    return 0
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
             DeadlineInterceptor(),
             RequestDecodingInterceptor(),
         ],
-        options=server_options(),
+        options=server_options(share_port=settings.workers > 1),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     service = TaskService(TaskRepository(database), PageTokenCodec(settings.page_token_key()))
@@ -141,7 +141,10 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (TASK_SERVICE, health.SERVICE_NAME))
-    port = server.add_insecure_port(settings.listen)
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError:  # grpcio >= 1.66 raises where older versions returned 0
+        port = 0
     if port == 0:
         raise ConfigError(f"cannot listen on {settings.listen!r}: is the address in use?")
     metrics_port = None

@@ -48,6 +48,7 @@ class Settings:
     better_auth_secret: Secret | None = None
     jwt_leeway_seconds: float = 30.0
     max_workers: int = 16
+    workers: int = 1  # server processes sharing the port (SO_REUSEPORT): one Python process uses one core
     max_concurrent_rpcs: int = 1000
     grace_seconds: float = 10.0
     log_level: str = "INFO"
@@ -95,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", help=f"address to listen on (TODO_LISTEN; default {DEFAULT_LISTEN})")
     parser.add_argument("--database-url", help=f"SQLAlchemy URL (DATABASE_URL; default {DEFAULT_DATABASE_URL})")
     parser.add_argument("--max-workers", type=int, help="RPC worker threads (TODO_MAX_WORKERS; default 16)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port, one per core you give it (TODO_WORKERS; default 1)",
+    )
     parser.add_argument(
         "--grace-seconds",
         type=float,
@@ -149,6 +155,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         )
     try:
         max_workers = args.max_workers or int(env.get("TODO_MAX_WORKERS", "16"))
+        workers = args.workers or int(env.get("TODO_WORKERS", "1"))
         grace = (
             args.grace_seconds if args.grace_seconds is not None else float(env.get("TODO_GRACE_SECONDS", "10"))
         )
@@ -170,6 +177,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         database_url=args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
         better_auth_secret=Secret(secret.encode()),
         max_workers=int(_positive("--max-workers", max_workers)),
+        workers=int(_positive("--workers", workers)),
         grace_seconds=_positive("--grace-seconds", grace),
         log_level=log_level,
         migrate=args.migrate or _flag(env.get("TODO_MIGRATE", "")),

@@ -33,10 +33,11 @@ KEEPALIVE_TIME_MS = 60 * 1000
 KEEPALIVE_TIMEOUT_MS = 20 * 1000
 
 
-def server_options() -> list[tuple[str, Any]]:
-    """The grpc.server() options that set the limits above."""
+def server_options(*, share_port: bool = False) -> list[tuple[str, Any]]:
+    """The grpc.server() options that set the limits above; `share_port` only for --workers."""
     return [
-        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        # A second server on a taken port must fail, not silently share it; only --workers shares on purpose.
+        ("grpc.so_reuseport", 1 if share_port else 0),
         ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_SEND_MESSAGE_BYTES),
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),
