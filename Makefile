@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := protos
 
-.PHONY: run test soak lint format proto proto-check token clean
+.PHONY: run test soak lint format proto proto-check token bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test: $(INSTALLED)
 soak: $(INSTALLED)
 	TODO_SOAK=1 HYPOTHESIS_PROFILE=soak TODO_RELIABILITY_REPORT=docs/reliability.md \
 		$(BIN)/python -m pytest -m "soak or not soak" tests/faults tests/test_hostile_input.py $(PYTEST_ARGS)
+
+## bench: the benchmark (h2load against todo-server, bare grpcio, FastAPI); writes docs/benchmarks.md
+# Not part of `test`: it takes ~15 minutes. BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_RSS_SECONDS=0 for a quick look.
+bench: $(INSTALLED)
+	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
 
 ## lint: ruff, buf lint, buf format
 lint: $(INSTALLED) $(BUF)

@@ -1,0 +1,218 @@
+"""The benchmark's report: the table, the ratios against the targets, RSS, the profile. Markdown."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bench.h2load import Result
+from bench.profile import Profile
+
+if TYPE_CHECKING:
+    from bench.__main__ import Options, Target
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RssRun:
+    seconds: float
+    samples: list[tuple[float, int]]  # (seconds since start, RSS bytes)
+    result: Result
+
+
+@dataclass(frozen=True)
+class Ratio:
+    label: str
+    numerator: str
+    denominator: str
+    goal: float | None
+
+
+RATIOS = (
+    Ratio("b/a: authenticated GetTask (SQLite) / bare grpcio", "get", "bare", 0.75),
+    Ratio("b/d: GetTask (SQLite) / FastAPI + uvicorn", "get", "fastapi", 2.0),
+    Ratio("grpc.aio / grpcio sync (bare handlers)", "aio", "bare", None),
+    Ratio("--workers 2 / 1 worker (GetTask SQLite, unpinned)", "w2", "w1", 1.6),
+    Ratio("c/b: GetTask PostgreSQL / SQLite", "pg-get", "get", None),
+)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _rps(target: Target, concurrency: int) -> list[float]:
+    return [r.requests_per_second for r in target.results.get(concurrency, [])]
+
+
+def _table(targets: list[Target], levels: tuple[int, ...]) -> list[str]:
+    lines = [
+        "| target | concurrency | req/s (median) | req/s each round | p50 ms | p99 ms | bytes/response |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for target in targets:
+        for concurrency in levels:
+            results = target.results.get(concurrency, [])
+            if not results:
+                continue
+            rounds = ", ".join(f"{r.requests_per_second:.0f}" for r in results)
+            lines.append(
+                f"| {target.label} | {concurrency} | {_median(_rps(target, concurrency)):.0f} | {rounds} | "
+                f"{_median([r.p50_ms for r in results]):.2f} | {_median([r.p99_ms for r in results]):.2f} | "
+                f"{results[0].data_bytes_per_response:.0f} |"
+            )
+    return lines
+
+
+def _ratios(targets: list[Target], levels: tuple[int, ...]) -> tuple[list[str], list[str]]:
+    by_key = {t.key: t for t in targets}
+    lines = [
+        "| ratio | concurrency | median ratio | per-round ratios | goal | met |",
+        "| --- | ---: | ---: | --- | ---: | --- |",
+    ]
+    verdicts = []
+    for ratio in RATIOS:
+        top, bottom = by_key.get(ratio.numerator), by_key.get(ratio.denominator)
+        if top is None or bottom is None:
+            continue
+        for concurrency in levels:
+            tops, bottoms = _rps(top, concurrency), _rps(bottom, concurrency)
+            if not tops or not bottoms:
+                continue
+            median = _median(tops) / _median(bottoms)
+            per_round = ", ".join(f"{t / b:.2f}" for t, b in zip(tops, bottoms, strict=False))
+            goal = "" if ratio.goal is None else f">= {ratio.goal:g}"
+            met = "" if ratio.goal is None else ("yes" if median >= ratio.goal else "**no**")
+            lines.append(f"| {ratio.label} | {concurrency} | {median:.2f} | {per_round} | {goal} | {met} |")
+            if ratio.goal is not None:
+                verdicts.append(
+                    f"{ratio.label} at c={concurrency}: {median:.2f} "
+                    f"({'met' if median >= ratio.goal else 'MISSED'})"
+                )
+    return lines, verdicts
+
+
+def _rss(rss: RssRun | None) -> list[str]:
+    if rss is None:
+        return ["(skipped: BENCH_RSS_SECONDS=0 or no GetTask target)"]
+    values = [b for _, b in rss.samples]
+    settled = [b for t, b in rss.samples if t >= min(10.0, rss.seconds / 3)] or values
+    growth = settled[-1] - settled[0]
+    flat = abs(growth) <= max(2 * MIB, 0.03 * settled[0])
+    every_ten = [f"{t:.0f}s {b / MIB:.1f}" for t, b in rss.samples if round(t) % 10 == 0]
+    return [
+        f"GetTask on SQLite for {rss.seconds:g} s, {rss.result.requests_per_second:.0f} req/s, "
+        f"{rss.result.done} calls. RSS (MiB) at: {', '.join(every_ten)}.",
+        "",
+        f"Start {values[0] / MIB:.1f} MiB, after warm-up {settled[0] / MIB:.1f} MiB, "
+        f"end {settled[-1] / MIB:.1f} MiB, "
+        f"max {max(values) / MIB:.1f} MiB: growth after warm-up {growth / MIB:+.1f} MiB "
+        f"-> **{'flat' if flat else 'GROWING'}** (flat = within 2 MiB or 3%).",
+    ]
+
+
+def _profile(profile: Profile | None) -> list[str]:
+    if profile is None:
+        return ["(skipped: BENCH_PROFILE_SECONDS=0, or no GetTask target)"]
+    return [
+        f"py-spy, {profile.samples} samples of the todo-server process, only of the thread holding the GIL "
+        "(where the CPU goes), "
+        "under the GetTask load at the highest concurrency.",
+        "",
+        "Where the time goes, by layer (a sample counts for the innermost frame's layer):",
+        "",
+        "| layer | share |",
+        "| --- | ---: |",
+        *(f"| {name} | {share:.0%} |" for name, share in profile.by_layer),
+        "",
+        "Functions on the stack most often (inclusive):",
+        "",
+        "```",
+        *(f"{share:6.1%}  {name}" for name, share in profile.by_total),
+        "```",
+        "",
+        "Functions running most often (self):",
+        "",
+        "```",
+        *(f"{share:6.1%}  {name}" for name, share in profile.by_self),
+        "```",
+    ]
+
+
+def render(
+    *,
+    command: str,
+    options: Options,
+    facts: dict[str, str],
+    pinned: bool,
+    targets: list[Target],
+    rss: RssRun | None,
+    profile: Profile | None,
+    notes: list[str],
+    seconds_taken: float,
+    **_: Any,
+) -> str:
+    levels = options.concurrency
+    ratio_lines, verdicts = _ratios(targets, levels)
+    placement = (
+        "Each server is pinned to CPU 0 and h2load to CPU 1 with `taskset`, except the `w.` rows, where "
+        "the server gets both cores (two workers need them) and h2load shares them."
+        if pinned
+        else "`taskset` did not work here (or there is one CPU): servers and h2load float over all CPUs."
+    )
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (bench/): do not edit by hand; rerun it.",
+        "",
+        f"Command: `{command}` ({options.rounds} rounds x {options.seconds:g} s per measurement, "
+        f"concurrency {', '.join(map(str, levels))}; the run took {seconds_taken / 60:.1f} min).",
+        "",
+        "## Machine",
+        "",
+        *(f"- {name}: {value}" for name, value in facts.items()),
+        "- Server and load generator share this machine, which other people were using at the same time: "
+        "absolute numbers are noisy. Compare the ratios: the targets run alternately, round after round, "
+        "in one run, so drift hits them all alike.",
+        f"- {placement}",
+        "",
+        "## How it was measured",
+        "",
+        "One C load generator for every target: h2load (HTTP/2; `--h1` for the FastAPI app), `-c N -m 1` "
+        "(N requests in flight on N connections), a 1 s warm-up, then the timed window; p50/p99 from h2load's "
+        "per-request log. gRPC bodies are length-prefixed protobuf sent with `content-type: application/grpc` "
+        "and `te: trailers`. h2load counts a gRPC error as HTTP 200, so before loading each target gets the "
+        "very same bytes once from a Python channel (which must answer OK), and during the load the mean "
+        "DATA bytes per response must equal that OK answer's size (an error carries no message).",
+        "",
+        "Targets: (a) a bare grpcio server, same 16-thread pool, GetTask returns a constant task of the same "
+        "size, no interceptor, no database; (a') the same handler on grpc.aio; (b) todo-server (default "
+        "settings: access log at INFO, auth, error mapping, caller-scoped SQLAlchemy) with a valid token on "
+        "SQLite: GetTask, ListTasks (a page of 50), CreateTask; (c) the same on PostgreSQL (a scratch "
+        "database); (d) FastAPI + uvicorn (uvloop, httptools, access log off) doing GetTask's work: PyJWT HS256 "
+        "check and the same TaskRepository lookup.",
+        "",
+        *(f"Note: {note}" for note in notes),
+        "",
+        "## Results",
+        "",
+        *_table(targets, levels),
+        "",
+        "## Ratios",
+        "",
+        *ratio_lines,
+        "",
+        *(f"- {verdict}" for verdict in verdicts),
+        "",
+        "## Memory under load",
+        "",
+        *_rss(rss),
+        "",
+        "## Where the time goes",
+        "",
+        *_profile(profile),
+        "",
+    ]
+    return "\n".join(lines)

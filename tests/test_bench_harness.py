@@ -1,0 +1,60 @@
+"""The benchmark's own pieces work against the real server (the benchmark itself runs with `make bench`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+from todo.v1 import task_service_pb2 as pb
+
+from bench.calls import call_once, write_call
+from bench.grpc_frames import frame, unframe
+from bench.h2load import Load, run_load
+from server.app import TodoServer
+from tests.support import User
+
+
+def test_a_framed_body_is_answered_ok_with_the_real_task(todo_server: TodoServer, alice: User, tmp_path: Path):
+    task = alice.create_task("framed")
+    call = write_call(tmp_path, "get", "GetTask", pb.GetTaskRequest(name=task.name), alice.token)
+
+    answered = call_once(todo_server.port, call)
+
+    assert answered == len(frame(pb.GetTaskResponse(task=alice.get_task(task.name))))
+
+
+def test_the_check_call_fails_when_the_server_refuses_the_body(todo_server: TodoServer, tmp_path: Path):
+    call = write_call(tmp_path, "get", "GetTask", pb.GetTaskRequest(name="users/me/tasks/x"), token=None)
+
+    with pytest.raises(grpc.RpcError) as refused:
+        call_once(todo_server.port, call)
+
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_unframe_refuses_anything_but_one_whole_message():
+    body = frame(pb.GetTaskRequest(name="users/me/tasks/abc"))
+
+    assert pb.GetTaskRequest.FromString(unframe(body)).name == "users/me/tasks/abc"
+    for broken in (body[:-1], body + b"\x00", body[:3], b"\x01" + body[1:]):
+        with pytest.raises(ValueError, match="gRPC"):
+            unframe(broken)
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed (make bench installs it)")
+def test_h2load_data_bytes_tell_ok_answers_from_grpc_errors(todo_server: TodoServer, alice: User, tmp_path: Path):
+    # h2load counts a gRPC error as HTTP 200; the benchmark relies on an error carrying no message bytes.
+    task = alice.create_task("loaded")
+    url = f"http://127.0.0.1:{todo_server.port}/todo.v1.TaskService/GetTask"
+    good = write_call(tmp_path, "good", "GetTask", pb.GetTaskRequest(name=task.name), alice.token)
+    bad = write_call(tmp_path, "bad", "GetTask", pb.GetTaskRequest(name=task.name), token="not-a-jwt")
+
+    ok = run_load(Load(url, 2, 1, headers=good.headers, body_file=good.body_file), warm_up_seconds=0)
+    refused = run_load(Load(url, 2, 1, headers=bad.headers, body_file=bad.body_file), warm_up_seconds=0)
+
+    assert ok.done > 0
+    assert ok.data_bytes_per_response == call_once(todo_server.port, good)
+    assert refused.done > 0
+    assert refused.data_bytes_per_response == 0
