@@ -29,7 +29,11 @@ def test_two_workers_serve_one_port_and_drain_on_sigterm(tmp_path: Path):
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
-        intruder = run(str(BIN / "todo-server"), "--listen", server.address, env=server.env)
+        intruder = run(
+            str(BIN / "todo-server"),
+            *("--listen", server.address, "--database-url", f"sqlite:///{tmp_path / 'intruder.db'}"),
+            env=server.env,
+        )
 
         assert intruder.returncode == 2
         assert "cannot listen" in intruder.stderr
