@@ -51,7 +51,7 @@ def run_workers(settings: Settings, serve: Callable[[Settings], int], stopping: 
     one server would. A worker that dies stops the others: a half-size pool should not pass for healthy.
     """
     if settings.metrics_listen is not None:
-        raise ConfigError("--metrics-listen does not work with --workers > 1 yet: the workers would share one port")
+        raise ConfigError("--metrics-listen does not work with --workers > 1 yet: workers would share its port")
     # Migrate (with --migrate) and check the schema once, here, rather than N times in a race.
     database = Database(settings.database_url, pool_size=1)
     try:
