@@ -1,1 +1,25 @@
-"""Python client for todo.v1.TaskService: the generated stubs live in `todo.v1`; this adds the `todo` CLI."""
+"""Python client for todo.v1.TaskService (`TaskClient`) and the `todo` CLI; the stubs live in `todo.v1`."""
+
+from client.errors import (
+    Aborted,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TaskServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from client.task_client import TaskClient
+
+__all__ = [
+    "Aborted",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "TaskClient",
+    "TaskServiceError",
+    "Unauthenticated",
+    "Unavailable",
+]

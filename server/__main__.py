@@ -56,7 +56,8 @@ def serve(settings: Settings) -> int:
     except (ConfigError, SchemaBehindError) as error:
         return _refuse(error)
     todo_server.start()
-    _log.info("serving todo.v1.TaskService on %s (port %d)", settings.listen, todo_server.port)
+    transport = "TLS" if settings.tls_certificate_chain else "plaintext"
+    _log.info("serving todo.v1.TaskService on %s (port %d) over %s", settings.listen, todo_server.port, transport)
     if todo_server.metrics_port is not None:
         _log.info("serving Prometheus metrics on %s (port %d)", settings.metrics_listen, todo_server.metrics_port)
     stopping.wait()

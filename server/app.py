@@ -141,10 +141,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(server, (TASK_SERVICE, health.SERVICE_NAME))
-    try:
-        port = server.add_insecure_port(settings.listen)
-    except RuntimeError:  # grpcio >= 1.66 raises where older versions returned 0
-        port = 0
+    port = _add_port(server, settings)
     if port == 0:
         raise ConfigError(f"cannot listen on {settings.listen!r}: is the address in use?")
     metrics_port = None
@@ -166,6 +163,19 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         metrics_port=metrics_port,
         closers=closers,
     )
+
+
+def _add_port(server: grpc.Server, settings: Settings) -> int:
+    """The port bound for `settings.listen` (TLS when a certificate is set), or 0 if it cannot be bound."""
+    try:
+        if settings.tls_certificate_chain is None or settings.tls_private_key is None:
+            return server.add_insecure_port(settings.listen)
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_private_key.reveal(), settings.tls_certificate_chain)]
+        )
+        return server.add_secure_port(settings.listen, credentials)
+    except RuntimeError:  # grpcio >= 1.66 raises where older versions returned 0
+        return 0
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import hmac
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -60,6 +61,9 @@ class Settings:
     health_check_seconds: float = 5.0
     tracing: bool = False
     service_name: str = "todo-tasks"
+    # Both set: serve TLS with this PEM chain and key; both None: plaintext.
+    tls_certificate_chain: bytes | None = None
+    tls_private_key: Secret | None = None
 
     def page_token_key(self) -> bytes:
         """The key that signs page tokens: derived from the secret, so every replica shares it."""
@@ -129,7 +133,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the effective configuration (secrets masked) and exit",
     )
+    parser.add_argument("--tls-cert", help="PEM certificate chain; serve TLS (TODO_TLS_CERT; default plaintext)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert (TODO_TLS_KEY)")
     return parser
+
+
+def _read_pem(flag: str, path: str) -> bytes:
+    try:
+        content = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{flag} {path!r} cannot be read: {error.strerror}") from None
+    if b"-----BEGIN " not in content:
+        raise ConfigError(f"{flag} {path!r} is not a PEM file")
+    return content
+
+
+def _tls_files(cert_path: str | None, key_path: str | None) -> tuple[bytes | None, Secret | None]:
+    """The certificate chain and key to serve TLS with, or (None, None) for plaintext."""
+    if not cert_path and not key_path:
+        return None, None
+    if not cert_path or not key_path:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key (TODO_TLS_CERT, TODO_TLS_KEY)")
+    return _read_pem("--tls-cert", cert_path), Secret(_read_pem("--tls-key", key_path))
 
 
 def _positive(name: str, value: float) -> float:
@@ -172,6 +197,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     log_format = (args.log_format or env.get("TODO_LOG_FORMAT", "text")).lower()
     if log_format not in LOG_FORMATS:
         raise ConfigError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    tls_chain, tls_key = _tls_files(
+        args.tls_cert or env.get("TODO_TLS_CERT"), args.tls_key or env.get("TODO_TLS_KEY")
+    )
     return Settings(
         listen=args.listen or env.get("TODO_LISTEN", DEFAULT_LISTEN),
         database_url=args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
@@ -186,6 +214,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         health_check_seconds=_positive("--health-check-seconds", health_check_seconds),
         tracing=_tracing_requested(env),
         service_name=env.get("OTEL_SERVICE_NAME") or "todo-tasks",
+        tls_certificate_chain=tls_chain,
+        tls_private_key=tls_key,
     )
 
 

@@ -1,0 +1,88 @@
+"""The errors a TaskClient raises: one class per status code, carrying the server's google.rpc details."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+class TaskServiceError(Exception):
+    """A call failed. `code` is the gRPC status, `reason` the ErrorInfo reason (if the server sent one),
+    `violations` the BadRequest field violations as {field: description}."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode = grpc.StatusCode.UNKNOWN,
+        reason: str | None = None,
+        violations: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reason = reason
+        self.violations = violations or {}
+
+    def __str__(self) -> str:
+        details = "; ".join(f"{field}: {text}" for field, text in self.violations.items())
+        return f"{self.message} ({details})" if details else self.message
+
+
+class InvalidArgument(TaskServiceError):
+    """The request is wrong (see `violations`); sending it again unchanged fails again."""
+
+
+class Unauthenticated(TaskServiceError):
+    """No valid token; `reason` is TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_EXPIRED or TOKEN_INVALID."""
+
+
+class PermissionDenied(TaskServiceError):
+    """The name points at another user's tasks."""
+
+
+class NotFound(TaskServiceError):
+    """The caller has no task by that name."""
+
+
+class Aborted(TaskServiceError):
+    """The `etag` sent is stale: someone changed the task since it was read. Read it again."""
+
+
+class Unavailable(TaskServiceError):
+    """The server (or its database) cannot be reached, even after the client's bounded retries."""
+
+
+class DeadlineExceeded(TaskServiceError):
+    """The call did not finish within its timeout."""
+
+
+_CLASSES: dict[grpc.StatusCode, type[TaskServiceError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> TaskServiceError:
+    """The TaskServiceError for a failed call, with the ErrorInfo reason and BadRequest violations unpacked."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    message: str = error.details() or code.name  # type: ignore[attr-defined]
+    reason: str | None = None
+    violations: dict[str, str] = {}
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = {v.field: v.description for v in bad.field_violations}
+    return _CLASSES.get(code, TaskServiceError)(message, code=code, reason=reason, violations=violations)

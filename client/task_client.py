@@ -1,0 +1,211 @@
+"""TaskClient: the way a Python backend calls todo.v1.TaskService, with tokens, retries and typed errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from todo.v1 import task_service_pb2 as pb
+from todo.v1 import task_service_pb2_grpc as pb_grpc
+
+from client.channel import TlsOption, open_channel
+from client.errors import TaskServiceError, from_rpc_error
+
+TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 -- an ErrorInfo reason, not a secret
+ME = "users/me"
+
+PriorityLike = int | str
+
+
+def priority_value(priority: PriorityLike) -> int:
+    """`pb.PRIORITY_HIGH`, `"high"` or `"PRIORITY_HIGH"` → the enum number."""
+    if isinstance(priority, int):
+        return priority
+    name = priority.strip().upper()
+    try:
+        return pb.Priority.Value(name if name.startswith("PRIORITY_") else f"PRIORITY_{name}")
+    except ValueError:
+        raise ValueError(f"priority {priority!r} is not one of low, medium, high") from None
+
+
+def task_name(name_or_id: str) -> str:
+    """A task's resource name: `users/me/tasks/{id}` for a bare id, the name itself otherwise."""
+    return name_or_id if "/" in name_or_id else f"{ME}/tasks/{name_or_id}"
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    if moment.tzinfo is None:
+        raise ValueError(f"due_time {moment.isoformat()} has no time zone: pass an aware datetime")
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+class TaskClient:
+    """A client of one todo-tasks server, acting for the user its token names.
+
+    Pass either `token` (a fixed JWT) or `token_provider` (called for a token, and called again once
+    when the server says the token expired). Calls raise `client.errors.TaskServiceError` subclasses.
+    Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        token_provider: Callable[[], str] | None = None,
+        tls: TlsOption = False,
+        default_timeout: float = 10.0,
+    ) -> None:
+        if (token is None) == (token_provider is None):
+            raise ValueError("pass exactly one of token= or token_provider=")
+        self._token = token
+        self._token_provider = token_provider
+        self._default_timeout = default_timeout
+        self._channel = open_channel(target, tls=tls)
+        self._stub = pb_grpc.TaskServiceStub(self._channel)
+
+    def __enter__(self) -> TaskClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def create_task(
+        self,
+        title: str,
+        *,
+        description: str = "",
+        priority: PriorityLike = pb.PRIORITY_UNSPECIFIED,
+        due_time: datetime | None = None,
+        completed: bool = False,
+        parent: str = ME,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> pb.Task:
+        """Creates a task. `request_id` defaults to a fresh UUID, so the client's retries never duplicate it."""
+        task = pb.Task(
+            title=title, description=description, priority=priority_value(priority), completed=completed
+        )
+        if due_time is not None:
+            task.due_time.CopyFrom(_timestamp(due_time))
+        request = pb.CreateTaskRequest(parent=parent, task=task, request_id=request_id or str(uuid.uuid4()))
+        return self._call(self._stub.CreateTask, request, timeout).task
+
+    def get_task(self, name: str, *, timeout: float | None = None) -> pb.Task:
+        """The task named `name` (`users/me/tasks/{id}`, or just the id)."""
+        return self._call(self._stub.GetTask, pb.GetTaskRequest(name=task_name(name)), timeout).task
+
+    def list_tasks(
+        self,
+        *,
+        parent: str = ME,
+        page_size: int = 0,
+        page_token: str = "",
+        completed: bool | None = None,
+        query: str = "",
+        order_by: str = "",
+        timeout: float | None = None,
+    ) -> pb.ListTasksResponse:
+        """One page of the caller's tasks; pass `next_page_token` back as `page_token` for the next."""
+        request = pb.ListTasksRequest(
+            parent=parent, page_size=page_size, page_token=page_token, query=query, order_by=order_by
+        )
+        if completed is not None:
+            request.completed = completed
+        return self._call(self._stub.ListTasks, request, timeout)
+
+    def iter_tasks(
+        self,
+        *,
+        parent: str = ME,
+        page_size: int = 0,
+        completed: bool | None = None,
+        query: str = "",
+        order_by: str = "",
+        timeout: float | None = None,
+    ) -> Iterator[pb.Task]:
+        """Every matching task, fetching page after page as the iteration needs them."""
+        page_token = ""
+        while True:
+            page = self.list_tasks(
+                parent=parent,
+                page_size=page_size,
+                page_token=page_token,
+                completed=completed,
+                query=query,
+                order_by=order_by,
+                timeout=timeout,
+            )
+            yield from page.tasks
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    def update_task(
+        self,
+        name: str,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+        completed: bool | None = None,
+        priority: PriorityLike | None = None,
+        due_time: datetime | None = None,
+        etag: str = "",
+        timeout: float | None = None,
+    ) -> pb.Task:
+        """Changes the fields given (and only those). With `etag`, fails with Aborted if the task changed."""
+        task = pb.Task(name=task_name(name), etag=etag)
+        paths: list[str] = []
+        for field, value in (("title", title), ("description", description), ("completed", completed)):
+            if value is not None:
+                setattr(task, field, value)
+                paths.append(field)
+        if priority is not None:
+            task.priority = priority_value(priority)
+            paths.append("priority")
+        if due_time is not None:
+            task.due_time.CopyFrom(_timestamp(due_time))
+            paths.append("due_time")
+        if not paths:
+            raise ValueError("nothing to update: pass at least one of title, description, completed, ...")
+        request = pb.UpdateTaskRequest(task=task, update_mask=field_mask_pb2.FieldMask(paths=paths))
+        return self._call(self._stub.UpdateTask, request, timeout).task
+
+    def delete_task(self, name: str, *, etag: str = "", timeout: float | None = None) -> None:
+        """Deletes the task; with `etag`, only if it has not changed since it was read."""
+        self._call(self._stub.DeleteTask, pb.DeleteTaskRequest(name=task_name(name), etag=etag), timeout)
+
+    def _current_token(self, *, refresh: bool = False) -> str:
+        if self._token_provider is not None and (refresh or self._token is None):
+            self._token = self._token_provider()
+        assert self._token is not None  # one of the two was given, checked in __init__
+        return self._token
+
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        timeout = self._default_timeout if timeout is None else timeout
+        try:
+            return self._invoke(method, request, timeout, refresh=False)
+        except TaskServiceError as error:
+            if error.reason != TOKEN_EXPIRED or self._token_provider is None:
+                raise
+        # The token expired between the provider's answer and the server's check: one fresh try.
+        return self._invoke(method, request, timeout, refresh=True)
+
+    def _invoke(self, method: Callable[..., Any], request: Any, timeout: float, *, refresh: bool) -> Any:
+        metadata = (("authorization", f"Bearer {self._current_token(refresh=refresh)}"),)
+        try:
+            return method(request, metadata=metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None

@@ -1,0 +1,253 @@
+"""TaskClient against a real server: the calls, every error class, token refresh, retries and TLS."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from todo.v1 import task_service_pb2 as pb
+
+from client import (
+    Aborted,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    TaskClient,
+    Unauthenticated,
+    Unavailable,
+)
+from server.app import TodoServer, build_server, run_server
+from server.config import Secret, Settings
+from tests.support import mint_token
+from tests.tls import TlsFiles, make_tls_files
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The client does not care which database the server uses: SQLite keeps this module quick."""
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'todo.db'}"
+
+
+@pytest.fixture
+def connect(secret: bytes, todo_server: TodoServer) -> Iterator[Callable[..., TaskClient]]:
+    """Opens TaskClients to the module's server (as a fresh user unless a token is given), closed after."""
+    opened: list[TaskClient] = []
+
+    def open_client(**options: object) -> TaskClient:
+        if "token" not in options and "token_provider" not in options:
+            options["token"] = mint_token(secret, f"user{secrets.token_hex(6)}")
+        client = TaskClient(f"127.0.0.1:{todo_server.port}", **options)  # type: ignore[arg-type]
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+def test_create_get_update_delete_round_trip(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    due = datetime(2030, 1, 2, 9, 30, tzinfo=UTC)
+    created = client.create_task("Buy milk", priority="high", due_time=due, description="2 litres")
+    assert isinstance(created, pb.Task)
+    assert (created.title, created.priority, created.description) == ("Buy milk", pb.PRIORITY_HIGH, "2 litres")
+    assert created.due_time.ToDatetime(tzinfo=UTC) == due
+    task_id = created.name.rsplit("/", 1)[1]
+    assert client.get_task(task_id) == created
+    assert client.get_task(created.name) == created
+
+    done = client.update_task(task_id, completed=True, title="Buy oat milk")
+    assert (done.completed, done.title, done.priority) == (True, "Buy oat milk", pb.PRIORITY_HIGH)
+    client.delete_task(created.name)
+    with pytest.raises(NotFound) as raised:
+        client.get_task(task_id)
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_iter_tasks_walks_every_page_with_filters(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    titles = [f"task {n}" for n in range(5)]
+    for title in titles:
+        client.create_task(title)
+    client.update_task(client.list_tasks(query="task 3").tasks[0].name, completed=True)
+
+    first_page = client.list_tasks(page_size=2, order_by="title")
+    assert [t.title for t in first_page.tasks] == ["task 0", "task 1"]
+    assert first_page.next_page_token
+    assert [t.title for t in client.iter_tasks(page_size=2, order_by="title")] == titles
+    assert [t.title for t in client.iter_tasks(page_size=2, completed=False, order_by="title")] == [
+        "task 0",
+        "task 1",
+        "task 2",
+        "task 4",
+    ]
+    assert [t.title for t in client.iter_tasks(completed=True)] == ["task 3"]
+
+
+def test_the_client_fills_request_id_so_a_repeated_create_is_one_task(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    request_id = "7d0e9a0c-52a4-4b55-9d0c-1f6f1e2f5a11"
+    first = client.create_task("once", request_id=request_id)
+    assert client.create_task("once", request_id=request_id) == first
+    # Without one, each call gets its own UUID: two creates are two tasks.
+    assert client.create_task("twice").name != client.create_task("twice").name
+
+
+def test_bad_fields_raise_invalid_argument_with_violations(connect: Callable[..., TaskClient]) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        connect().create_task("")
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "task.title" in raised.value.violations
+    assert "task.title" in str(raised.value)
+
+
+def test_another_users_task_raises_permission_denied(connect: Callable[..., TaskClient]) -> None:
+    with pytest.raises(PermissionDenied) as raised:
+        connect().get_task(f"users/someone-else/tasks/{secrets.token_hex(16)}")
+    assert raised.value.reason == "RESOURCE_NOT_OWNED"
+
+
+def test_a_stale_etag_raises_aborted(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    task = client.create_task("draft")
+    client.update_task(task.name, title="edited elsewhere")
+    with pytest.raises(Aborted):
+        client.update_task(task.name, title="mine", etag=task.etag)
+    with pytest.raises(Aborted):
+        client.delete_task(task.name, etag=task.etag)
+
+
+def test_a_bad_token_raises_unauthenticated_with_its_reason(connect: Callable[..., TaskClient]) -> None:
+    with pytest.raises(Unauthenticated) as raised:
+        connect(token=mint_token(b"not the server's secret, but long enough", "mallory")).list_tasks()
+    assert raised.value.reason == "TOKEN_INVALID"
+
+
+def test_a_fixed_expired_token_is_not_retried(connect: Callable[..., TaskClient], secret: bytes) -> None:
+    with pytest.raises(Unauthenticated) as raised:
+        connect(token=mint_token(secret, "alice", ttl=-600)).list_tasks()
+    assert raised.value.reason == "TOKEN_EXPIRED"
+
+
+def test_an_expired_token_is_refreshed_once_from_the_provider(
+    connect: Callable[..., TaskClient], secret: bytes
+) -> None:
+    user = f"user{secrets.token_hex(6)}"
+    tokens = [mint_token(secret, user, ttl=-600), mint_token(secret, user)]
+    calls: list[str] = []
+
+    def provider() -> str:
+        calls.append(tokens[len(calls)])
+        return calls[-1]
+
+    client = connect(token_provider=provider)
+    assert client.create_task("after refresh").name.startswith(f"users/{user}/tasks/")
+    assert len(calls) == 2
+    client.list_tasks()
+    assert len(calls) == 2  # the fresh token is kept, not fetched per call
+
+
+def test_a_provider_that_keeps_giving_expired_tokens_fails_after_one_retry(
+    connect: Callable[..., TaskClient], secret: bytes
+) -> None:
+    calls: list[int] = []
+
+    def provider() -> str:
+        calls.append(1)
+        return mint_token(secret, "alice", ttl=-600)
+
+    with pytest.raises(Unauthenticated):
+        connect(token_provider=provider).list_tasks()
+    assert len(calls) == 2
+
+
+def test_a_call_past_its_deadline_raises_deadline_exceeded(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    with pytest.raises(DeadlineExceeded) as raised:
+        client.list_tasks(timeout=0)  # a deadline already passed: fails whatever the server's speed
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_nobody_listening_raises_unavailable_after_bounded_retries(secret: bytes) -> None:
+    started = time.monotonic()
+    client = TaskClient(f"127.0.0.1:{_free_port()}", token=mint_token(secret), default_timeout=30)
+    with client, pytest.raises(Unavailable):
+        client.list_tasks()
+    assert time.monotonic() - started < 20  # the retry policy gives up long before the 30 s deadline
+
+
+def test_a_call_made_while_the_server_restarts_succeeds(settings: Settings, secret: bytes) -> None:
+    port = _free_port()
+    on_port = Settings(**{**_fields(settings), "listen": f"127.0.0.1:{port}"})
+    first = build_server(on_port)
+    first.start()
+    with TaskClient(f"127.0.0.1:{port}", token=mint_token(secret, "restarter")) as client:
+        task = client.create_task("survives a restart")
+        first.stop(grace=None)
+        second: list[TodoServer] = []
+
+        def come_back() -> None:
+            time.sleep(0.3)
+            second.append(build_server(on_port))
+            second[0].start()
+
+        returning = threading.Thread(target=come_back)
+        returning.start()
+        try:
+            assert client.get_task(task.name) == task  # sent while nothing listens; retried by gRPC
+        finally:
+            returning.join()
+            for server in second:
+                server.stop(grace=None)
+
+
+def _fields(settings: Settings) -> dict[str, object]:
+    return {name: getattr(settings, name) for name in Settings.__slots__}
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(settings: Settings, tls_files: TlsFiles) -> Iterator[TodoServer]:
+    tls = Settings(
+        **{
+            **_fields(settings),
+            "tls_certificate_chain": tls_files.server_cert.read_bytes(),
+            "tls_private_key": Secret(tls_files.server_key.read_bytes()),
+        }
+    )
+    with run_server(tls) as server:
+        yield server
+
+
+def test_tls_with_the_servers_ca_works(tls_server: TodoServer, tls_files: TlsFiles, secret: bytes) -> None:
+    with TaskClient(f"localhost:{tls_server.port}", token=mint_token(secret), tls=tls_files.ca_cert) as client:
+        assert client.create_task("over TLS").title == "over TLS"
+
+
+@pytest.mark.parametrize("tls", ["plaintext", "another CA"])
+def test_tls_server_refuses_plaintext_and_unknown_cas(
+    tls_server: TodoServer, tmp_path: Path, secret: bytes, tls: str
+) -> None:
+    option = False if tls == "plaintext" else make_tls_files(tmp_path, ca_name="someone else").ca_cert
+    client = TaskClient(f"127.0.0.1:{tls_server.port}", token=mint_token(secret), tls=option)
+    # Refused at the handshake: the call never reaches the service, whichever way the transport reports it.
+    with client, pytest.raises((Unavailable, DeadlineExceeded)):
+        client.list_tasks(timeout=3)
