@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, text
 from todo.v1 import task_service_pb2 as pb
+from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from server.app import TodoServer
-from server.config import Settings
-from tests.support import User, failure_of
-
-pytestmark = pytest.mark.sqlite_only
+from server.app import TodoServer, run_server
+from server.config import Secret, Settings
+from tests.support import User, failure_of, mint_token
 
 _DEADLINE = 0.5
 
 
+@pytest.mark.sqlite_only
 def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
     todo_server: TodoServer, settings: Settings, alice: User
 ) -> None:
@@ -39,3 +42,50 @@ def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
     time.sleep(0.3)
     assert alice.list_tasks().total_size == 0
     assert alice.create_task("after the deadline").title == "after the deadline"
+
+
+@pytest.fixture
+def postgres_server(postgres_url: str, secret: bytes) -> Iterator[TodoServer]:
+    settings = Settings(
+        listen="127.0.0.1:0", database_url=postgres_url, better_auth_secret=Secret(secret), max_workers=4
+    )
+    with run_server(settings) as server:
+        yield server
+
+
+def test_a_postgresql_update_whose_deadline_passes_waiting_for_a_row_lock_is_cancelled(
+    postgres_server: TodoServer, postgres_url: str, secret: bytes
+) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{postgres_server.port}") as channel:
+        user_id = f"deadline{secrets.token_hex(4)}"
+        alice = User(user_id, mint_token(secret, user_id), pb_grpc.TaskServiceStub(channel))
+        task = alice.create_task("before")
+        engine = create_engine(postgres_url)
+        try:
+            with engine.connect() as blocker:
+                blocker.execute(
+                    text("SELECT id FROM tasks WHERE id = :id FOR UPDATE"), {"id": task.name.rsplit("/")[-1]}
+                )
+                request = pb.UpdateTaskRequest(task=pb.Task(name=task.name, title="too late"))
+                request.update_mask.paths.append("title")
+                started = time.monotonic()
+                failure = failure_of(
+                    lambda: alice.stub.UpdateTask(request, metadata=alice.metadata, timeout=_DEADLINE)
+                )
+                assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert time.monotonic() - started < _DEADLINE + 1
+                time.sleep(0.5)
+                # The server's statement was cancelled at the deadline: no backend still waits on our lock.
+                waiting = blocker.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+                assert waiting == 0
+                assert postgres_server.database.engine.pool.checkedout() == 0
+                blocker.rollback()
+        finally:
+            engine.dispose()
+        time.sleep(0.3)
+        assert alice.get_task(task.name).title == "before"
