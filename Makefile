@@ -37,6 +37,7 @@ test: $(INSTALLED)
 ## soak: the fault tests at length, plus the ones too long or too disruptive for `make test`;
 ## rewrites the results table in docs/reliability.md
 soak: $(INSTALLED)
+	TODO_TEST_DATABASE_URL=$${TODO_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
 	TODO_SOAK=1 HYPOTHESIS_PROFILE=soak TODO_RELIABILITY_REPORT=docs/reliability.md \
 		$(BIN)/python -m pytest -m "soak or not soak" tests/faults tests/test_hostile_input.py $(PYTEST_ARGS)
 

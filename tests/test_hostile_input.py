@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from todo.v1 import task_service_pb2 as pb
 
 from server.app import TodoServer
+from server.config import Settings
 from server.limits import MAX_RECEIVE_MESSAGE_BYTES
 from tests.support import User, failure_of
 
@@ -163,3 +166,36 @@ def test_many_idle_connections_do_not_stop_others_being_served(todo_server: Todo
     finally:
         for connection in stalled:
             connection.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (docs/reliability.md): grpcio's sync server waits for a unary request's message on a "
+    "worker thread, so calls that send headers and stall hold a worker each until their deadline",
+)
+def test_stalled_request_streams_do_not_stop_others_being_served(
+    todo_server: TodoServer, settings: Settings, alice: User
+) -> None:
+    release = threading.Event()
+
+    def never_sends() -> Iterator[bytes]:
+        release.wait(10)
+        yield from ()
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{todo_server.port}")
+    stall = channel.stream_unary("/todo.v1.TaskService/GetTask")
+    workers = settings.max_workers
+    stalled = [stall.future(never_sends(), metadata=alice.metadata, timeout=10) for _ in range(workers)]
+    try:
+        time.sleep(0.3)
+        failure = None
+        try:
+            alice.stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=alice.metadata, timeout=2)
+        except grpc.RpcError as error:
+            failure = error.code()
+        assert failure is None
+    finally:
+        release.set()
+        for call in stalled:
+            call.cancel()
+        channel.close()

@@ -20,7 +20,7 @@ _REPORT = os.environ.get("TODO_RELIABILITY_REPORT")
 @pytest.fixture(scope="session")
 def load_seconds() -> float:
     """How long load runs before and after each fault: a moment in `make test`, longer in `make soak`."""
-    return 15.0 if SOAK else 0.5
+    return 10.0 if SOAK else 0.5
 
 
 @pytest.fixture(scope="session")
