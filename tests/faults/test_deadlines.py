@@ -47,7 +47,11 @@ def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
 @pytest.fixture
 def postgres_server(postgres_url: str, secret: bytes) -> Iterator[TodoServer]:
     settings = Settings(
-        listen="127.0.0.1:0", database_url=postgres_url, better_auth_secret=Secret(secret), max_workers=4
+        listen="127.0.0.1:0",
+        database_url=postgres_url,
+        better_auth_secret=Secret(secret),
+        max_workers=4,
+        migrate=True,
     )
     with run_server(settings) as server:
         yield server

@@ -5,6 +5,7 @@ stops the whole PostgreSQL server (never `make test`: other suites share it)."""
 from __future__ import annotations
 
 import glob
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -42,7 +43,8 @@ def _outage(
     cut: Callable[[], None],
     restore: Callable[[], None],
 ) -> tuple[LoadResult, float, float, str, object]:
-    server = start_server(tmp_path, "--database-url", scratch.url)
+    # Readiness checks every 0.2 s, so health can be seen to follow the database within the outage.
+    server = start_server(tmp_path, "--database-url", scratch.url, "--health-check-seconds", "0.2")
     user = "outage-user"
     try:
         with WriteLoad(server.address, mint_token(server.secret.encode(), user), deadline=_DEADLINE) as load:
@@ -57,13 +59,15 @@ def _outage(
                 restore()
             restored_at = time.monotonic()
             load.wait_for_acks(len(load.result.acknowledged) + 20, timeout=30)
-            time.sleep(load_seconds)
+            time.sleep(max(load_seconds, 1.0))
+            health_after = _health(server)
             result = load.stop()
         assert stop_server(server) == 0
     finally:
         if server.process.poll() is None:
             server.process.kill()
     writes = stored_writes(scratch.url, user, result)
+    assert (health_during, health_after) == ("NOT_SERVING", "SERVING")
     return result, cut_at, restored_at, health_during, writes
 
 
@@ -109,9 +113,13 @@ def test_cut_connections_give_unavailable_then_recover_with_no_acked_write_lost(
 
 
 def _pg_ctl(action: str) -> None:
-    versions = [Path(p).name for p in glob.glob("/etc/postgresql/*")]
-    assert versions, "no local PostgreSQL cluster to stop"
-    command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", action]
+    """Stops or starts the local cluster: `TODO_SOAK_PG_CLUSTER` ("15 main") or the first version's main."""
+    cluster = os.environ.get("TODO_SOAK_PG_CLUSTER", "").split()
+    if not cluster:
+        versions = sorted(Path(p).name for p in glob.glob("/etc/postgresql/*"))
+        assert versions, "no local PostgreSQL cluster to stop"
+        cluster = [versions[0], "main"]
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action]
     subprocess.run(command, check=True, timeout=60, capture_output=True)
 
 
