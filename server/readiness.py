@@ -1,10 +1,11 @@
-"""Readiness: named checks run by one background thread, never on the request path; health follows them."""
+"""Readiness: named checks run in the background, never on the request path; health follows them."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from concurrent import futures
 
 _log = logging.getLogger("todo.readiness")
 
@@ -12,22 +13,25 @@ Check = Callable[[], bool]
 
 
 class Readiness:
-    """Ready when every named check passes. `on_change(ready)` is called whenever that flips.
+    """Ready when every named check passes within the interval. `on_change(ready)` is called on each flip.
 
-    Add checks before `start()`, e.g. `readiness.add_check("jwks", fetcher.has_keys)`. A check must return
-    quickly-ish and must not raise (an exception counts as not ready); it runs on the checker thread.
+    Add checks before `start()`, e.g. `readiness.add_check("jwks", fetcher.has_keys)`. Each check runs on
+    a thread of its own; one that raises, returns false, or has not answered within `interval_seconds`
+    (a database that hangs instead of refusing) counts as failing until it answers true again.
     """
 
     def __init__(self, *, interval_seconds: float, on_change: Callable[[bool], None]) -> None:
         self._interval = interval_seconds
         self._on_change = on_change
         self._checks: dict[str, Check] = {}
+        self._running: dict[str, futures.Future[bool]] = {}
         self._failing: frozenset[str] | None = None  # None until the first round
         self._stopping = threading.Event()
+        self._executor: futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
 
     def add_check(self, name: str, check: Check) -> None:
-        if self._thread is not None:
+        if self._executor is not None:
             raise RuntimeError("add readiness checks before start()")
         self._checks[name] = check
 
@@ -38,7 +42,17 @@ class Readiness:
 
     def check_now(self) -> bool:
         """Runs every check once, reports a change of readiness, and returns whether all passed."""
-        failing = frozenset(name for name, check in self._checks.items() if not _passes(name, check))
+        if self._executor is None:
+            self._executor = futures.ThreadPoolExecutor(
+                max_workers=max(1, len(self._checks)), thread_name_prefix="readiness"
+            )
+        for name, check in self._checks.items():
+            if name not in self._running or self._running[name].done():  # a hung check is not run twice
+                self._running[name] = self._executor.submit(_passes, name, check)
+        futures.wait(self._running.values(), timeout=self._interval)
+        failing = frozenset(
+            name for name, running in self._running.items() if not (running.done() and running.result())
+        )
         first_round, self._failing, previous = self._failing is None, failing, self._failing
         if failing != previous:
             if failing:
@@ -58,7 +72,9 @@ class Readiness:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=self._interval + 5)
+            self._thread.join(timeout=2 * self._interval + 5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)  # never wait on a hung check
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval):

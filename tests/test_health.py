@@ -52,6 +52,24 @@ def test_health_follows_a_named_readiness_check(settings: Settings) -> None:
         todo_server.stop(grace=None)
 
 
+def test_a_check_that_hangs_counts_as_failing_until_it_answers(settings: Settings) -> None:
+    answer = threading.Event()
+    todo_server = build_server(dataclasses.replace(settings, health_check_seconds=0.1))
+    todo_server.readiness.add_check("hangs", lambda: answer.wait(30))  # a database that never answers
+    starting = threading.Thread(target=todo_server.start)
+    starting.start()
+    starting.join(timeout=10)  # generous: the first round waits one interval (0.1 s) for the check
+    try:
+        assert not starting.is_alive(), "start() waited on a hung readiness check"
+        assert statuses(todo_server) == (NOT_SERVING, NOT_SERVING)
+        assert todo_server.readiness.failing == {"hangs"}
+        answer.set()
+        wait_for(todo_server, SERVING)
+    finally:
+        answer.set()
+        todo_server.stop(grace=None)
+
+
 @pytest.fixture
 def refusable_postgres() -> Iterator[tuple[str, Callable[[bool], None]]]:
     """A fresh PostgreSQL database, and a switch that refuses (False) or allows (True) connections to it."""
