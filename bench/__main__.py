@@ -134,15 +134,22 @@ class Bench:
         name = "bare-aio" if aio else "bare-grpcio"
         return self._start(name, command, "serving on", cpus=self.server_cpus, port=port, env=_repo_path())
 
-    def start_todo(self, name: str, database_url: str, *, workers: int = 1, pinned: bool = True):  # type: ignore[no-untyped-def]
+    def start_todo(self, name: str, database_url: str, *, workers: int = 1, pinned: bool = True, log_level="INFO"):  # type: ignore[no-untyped-def]
         port = processes.free_port()
         command = [str(BIN / "todo-server"), "--listen", f"127.0.0.1:{port}", "--database-url", database_url]
-        command += ["--max-workers", str(MAX_WORKERS), "--workers", str(workers), "--migrate"]
+        command += [
+            "--max-workers",
+            str(MAX_WORKERS),
+            "--workers",
+            str(workers),
+            "--migrate",
+            "--log-level",
+            log_level,
+        ]
         env = {"BETTER_AUTH_SECRET": self.secret}
         cpus = self.server_cpus if pinned else None
-        return self._start(
-            name, command, "serving todo.v1.TaskService", cpus=cpus, count=workers, port=port, env=env
-        )
+        marker = "serving todo.v1.TaskService" if log_level == "INFO" else ""  # else: when the port answers
+        return self._start(name, command, marker, cpus=cpus, count=workers, port=port, env=env)
 
     def start_fastapi(self, database_url: str) -> processes.ServerProcess:
         port = processes.free_port()
@@ -186,6 +193,9 @@ class Bench:
                 self.add_grpc(
                     key, f"b. todo-server {method}, SQLite", todo, grpc_calls[method], tolerance=tolerance
                 )
+        if opts.wants("quiet"):
+            quiet = self.start_todo("todo-sqlite-quiet", sqlite_url, log_level="WARNING")
+            self.add_grpc("quiet", "b'. GetTask, SQLite, access log off (WARNING)", quiet, grpc_calls["GetTask"])
         if opts.wants("fastapi"):
             fastapi = self.start_fastapi(sqlite_url)
             task_id = data.task_name.rsplit("/", 1)[1]

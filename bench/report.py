@@ -34,6 +34,7 @@ RATIOS = (
     Ratio("b/a: authenticated GetTask (SQLite) / bare grpcio", "get", "bare", 0.75),
     Ratio("b/d: GetTask (SQLite) / FastAPI + uvicorn", "get", "fastapi", 2.0),
     Ratio("grpc.aio / grpcio sync (bare handlers)", "aio", "bare", None),
+    Ratio("GetTask with the access log / without (cost of one INFO line per call)", "get", "quiet", None),
     Ratio("--workers 2 / 1 worker (GetTask SQLite, unpinned)", "w2", "w1", 1.6),
     Ratio("c/b: GetTask PostgreSQL / SQLite", "pg-get", "get", None),
 )
@@ -113,10 +114,26 @@ def _rss(rss: RssRun | None) -> list[str]:
     ]
 
 
-def _profile(profile: Profile | None) -> list[str]:
+def _per_call(profile: Profile, targets: list[Target], levels: tuple[int, ...]) -> list[str]:
+    get = next((t for t in targets if t.key == "get"), None)
+    rps = _median(_rps(get, max(levels))) if get is not None else float("nan")
+    if not rps > 0:
+        return []
+    per_call = 1e6 / rps  # the server has one core: its time per call at full load
+    split = "; ".join(f"{name} ~{share * per_call:.0f} us" for name, share in profile.by_layer[:5])
+    return [
+        f"At {rps:.0f} req/s on its one core, a GetTask costs the server at most ~{per_call:.0f} us "
+        "(less if others used the core). "
+        f"Split by the profile below: {split}.",
+        "",
+    ]
+
+
+def _profile(profile: Profile | None, targets: list[Target], levels: tuple[int, ...]) -> list[str]:
     if profile is None:
         return ["(skipped: BENCH_PROFILE_SECONDS=0, or no GetTask target)"]
     return [
+        *_per_call(profile, targets, levels),
         f"py-spy, {profile.samples} samples of the todo-server process, only of the thread holding the GIL "
         "(where the CPU goes), "
         "under the GetTask load at the highest concurrency.",
@@ -212,7 +229,7 @@ def render(
         "",
         "## Where the time goes",
         "",
-        *_profile(profile),
+        *_profile(profile, targets, levels),
         "",
     ]
     return "\n".join(lines)

@@ -102,11 +102,11 @@ class Database:
     """One engine and one session factory for the process; sessions come from `transaction()`."""
 
     def __init__(self, url: str, *, pool_size: int = 16) -> None:
-        options: dict[str, Any] = {"pool_pre_ping": True}
         if make_url(url).get_backend_name() == "sqlite":
-            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=10)
+            # No pre-ping: a file has no server to lose, and a SELECT 1 per checkout was ~5% of a GetTask.
+            options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
         else:
-            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=5)
+            options = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 0, "pool_timeout": 5}
         self.engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
