@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -44,6 +45,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == "postgresql":
         return str(request.getfixturevalue("postgres_url"))
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'todo.db'}"
+
+
+@pytest.fixture(params=DATABASES)
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of its own with no tables at all, on each backend: for tests of the schema or raw rows."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    try:
+        with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
+            yield url
+    except PostgresUnavailable as reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

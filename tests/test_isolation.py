@@ -81,8 +81,9 @@ def test_bob_cannot_page_with_alices_page_token(alice: User, bob: User) -> None:
 
 
 @pytest.fixture
-def database(tmp_path) -> Database:  # type: ignore[no-untyped-def]
-    database = Database(f"sqlite:///{tmp_path / 'direct.db'}", pool_size=2)
+def database(fresh_database_url: str) -> Database:  # type: ignore[no-untyped-def]
+    """A migrated database of its own (SQLite, then PostgreSQL) with nobody's rows in it."""
+    database = Database(fresh_database_url, pool_size=2)
     database.migrate()
     yield database
     database.dispose()

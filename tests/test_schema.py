@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,6 @@ from server.db.models import Base
 from server.db.schema import SchemaBehindError, current_revision, head_revision
 from server.db.session import Database
 from tests.e2e.conftest import BIN, run, start_server, stop_server
-from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database with no tables at all, on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    try:
-        with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
-            yield url
-    except PostgresUnavailable as reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
 
 
 def _settings(url: str, *, migrate: bool) -> Settings:
@@ -43,8 +28,8 @@ def _settings(url: str, *, migrate: bool) -> Settings:
     )
 
 
-def test_the_migrations_make_exactly_what_the_models_describe(empty_database_url: str) -> None:
-    database = Database(empty_database_url, pool_size=1)
+def test_the_migrations_make_exactly_what_the_models_describe(fresh_database_url: str) -> None:
+    database = Database(fresh_database_url, pool_size=1)
     try:
         database.migrate()
         with database.engine.connect() as connection:
@@ -55,25 +40,25 @@ def test_the_migrations_make_exactly_what_the_models_describe(empty_database_url
         database.dispose()
 
 
-def test_the_server_refuses_an_empty_database_and_names_the_fix(empty_database_url: str) -> None:
+def test_the_server_refuses_an_empty_database_and_names_the_fix(fresh_database_url: str) -> None:
     with pytest.raises(SchemaBehindError, match=r"run `todo-server migrate` \(or start with --migrate\)"):
-        build_server(_settings(empty_database_url, migrate=False))
+        build_server(_settings(fresh_database_url, migrate=False))
 
 
-def test_the_server_refuses_a_schema_behind_its_code(empty_database_url: str) -> None:
-    database = Database(empty_database_url, pool_size=1)
+def test_the_server_refuses_a_schema_behind_its_code(fresh_database_url: str) -> None:
+    database = Database(fresh_database_url, pool_size=1)
     try:
         database.migrate()
         with database.engine.begin() as connection:  # as if this release added a migration not yet run
             connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
         with pytest.raises(SchemaBehindError, match="at revision 0000, this server needs"):
-            build_server(_settings(empty_database_url, migrate=False))
+            build_server(_settings(fresh_database_url, migrate=False))
     finally:
         database.dispose()
 
 
-def test_migrating_twice_changes_nothing(empty_database_url: str) -> None:
-    database = Database(empty_database_url, pool_size=1)
+def test_migrating_twice_changes_nothing(fresh_database_url: str) -> None:
+    database = Database(fresh_database_url, pool_size=1)
     try:
         database.migrate()
         database.migrate()
