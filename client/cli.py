@@ -9,18 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from client.cli_errors import CliError
 from client.dev_tokens import mint_hs256_token
+from client.task_commands import add_task_commands
 
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class CliError(Exception):
-    """A problem to report in one line, with exit status `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def parse_duration(text: str) -> int:
@@ -65,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="1h", help="how long it stays valid: 90s, 15m, 1h, 7d (default 1h)")
     token.add_argument("--email", help="an email claim to include")
     token.set_defaults(run=_cmd_token)
+    add_task_commands(commands)
     return parser
 
 

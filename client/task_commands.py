@@ -1,0 +1,190 @@
+"""The `todo` task commands (add, ls, show, done, undo, edit, rm): TaskClient calls for people."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from todo.v1 import task_service_pb2 as pb
+
+from client import output
+from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from client.errors import DeadlineExceeded, NotFound, TaskServiceError, Unauthenticated, Unavailable
+from client.task_client import TaskClient
+
+DEFAULT_TARGET = "localhost:50051"
+_FULL_ID = re.compile(r"[0-9a-f]{32}")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--target", help=f"server address (TODO_TARGET; default {DEFAULT_TARGET})")
+    options.add_argument("--token", help="bearer token (TODO_TOKEN; `todo token --sub alice` mints one)")
+    options.add_argument("--ca", help="PEM CA file that signed the server's certificate; turns TLS on (TODO_CA)")
+    options.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    options.add_argument("--json", action="store_true", help="print JSON (proto field names) for scripts")
+    return options
+
+
+def _due(text: str) -> datetime:
+    """`2026-12-01` or `2026-12-01T17:00` (local time unless it names an offset)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-12-01 or 2026-12-01T17:00") from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def _open_client(args: argparse.Namespace) -> TaskClient:
+    token = args.token or os.environ.get("TODO_TOKEN")
+    if not token:
+        raise CliError("no token: pass --token or set TODO_TOKEN (`todo token --sub alice` mints one)", EXIT_AUTH)
+    ca = args.ca or os.environ.get("TODO_CA")
+    try:
+        return TaskClient(args.target, token=token, tls=ca or False, default_timeout=args.timeout)
+    except ValueError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
+
+
+def _resolve(client: TaskClient, reference: str) -> str:
+    """The task name for a full name, a full id, or an unambiguous prefix of an id."""
+    reference = reference.strip().lower()
+    if "/" in reference or _FULL_ID.fullmatch(reference):
+        return reference
+    if not _HEX.fullmatch(reference):
+        raise CliError(f"{reference!r} is not a task id (ids are hex, as `todo ls` shows)", EXIT_USAGE)
+    matches = [
+        task.name for task in client.iter_tasks(page_size=1000) if output.task_id(task).startswith(reference)
+    ]
+    if not matches:
+        raise CliError(f"no task id starts with {reference!r}", EXIT_REFUSED)
+    if len(matches) > 1:
+        raise CliError(f"{reference!r} matches {len(matches)} tasks: type more of the id", EXIT_REFUSED)
+    return matches[0]
+
+
+def _show_one(args: argparse.Namespace, task: pb.Task) -> None:
+    print(output.dumps(output.task_json(task)) if args.json else output.details(task))
+
+
+def _add(client: TaskClient, args: argparse.Namespace) -> None:
+    task = client.create_task(
+        args.title, description=args.description or "", priority=args.priority or 0, due_time=args.due
+    )
+    print(output.dumps(output.task_json(task)) if args.json else f"added {output.task_id(task)}  {task.title}")
+
+
+def _ls(client: TaskClient, args: argparse.Namespace) -> None:
+    completed = True if args.done else False if args.open else None
+    tasks = list(client.iter_tasks(completed=completed, query=args.query or "", order_by=args.order_by or ""))
+    print(output.dumps([output.task_json(t) for t in tasks]) if args.json else output.table(tasks))
+
+
+def _show(client: TaskClient, args: argparse.Namespace) -> None:
+    _show_one(args, client.get_task(_resolve(client, args.id)))
+
+
+def _set_completed(completed: bool) -> Callable[[TaskClient, argparse.Namespace], None]:
+    def run(client: TaskClient, args: argparse.Namespace) -> None:
+        _show_one(args, client.update_task(_resolve(client, args.id), completed=completed))
+
+    return run
+
+
+def _edit(client: TaskClient, args: argparse.Namespace) -> None:
+    changes = {
+        "title": args.title,
+        "description": args.description,
+        "priority": args.priority,
+        "due_time": args.due,
+    }
+    changes = {field: value for field, value in changes.items() if value is not None}
+    if not changes:
+        raise CliError("nothing to change: pass --title, --description, --priority or --due", EXIT_USAGE)
+    _show_one(args, client.update_task(_resolve(client, args.id), **changes))  # type: ignore[arg-type]
+
+
+def _rm(client: TaskClient, args: argparse.Namespace) -> None:
+    name = _resolve(client, args.id)
+    client.delete_task(name)
+    print(output.dumps({"deleted": name}) if args.json else f"deleted {name.rsplit('/', 1)[-1]}")
+
+
+def _explain(error: TaskServiceError, args: argparse.Namespace) -> CliError:
+    """One line that says what went wrong and what to do, and the exit status for it."""
+    if isinstance(error, Unauthenticated):
+        if error.reason == "TOKEN_EXPIRED":
+            return CliError("your token has expired: mint a new one (`todo token --sub ...`)", EXIT_AUTH)
+        return CliError(f"the server refused the token ({error.reason}): {error.message}", EXIT_AUTH)
+    if isinstance(error, Unavailable) and error.reason is None:
+        return CliError(
+            f"cannot reach the server at {args.target}: is todo-server running, and are --target/--ca right?",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(error, DeadlineExceeded) and error.reason is None:
+        return CliError(
+            f"no answer from the server at {args.target} within {args.timeout:g}s: "
+            "is todo-server running, and are --target/--ca right?",
+            EXIT_UNREACHABLE,
+        )
+    if isinstance(error, Unavailable | DeadlineExceeded):
+        return CliError(f"the server could not answer: {error}", EXIT_UNREACHABLE)
+    if isinstance(error, NotFound):
+        return CliError(f"no such task: {getattr(args, 'id', '')}", EXIT_REFUSED)
+    return CliError(str(error), EXIT_REFUSED)
+
+
+def _runner(command: Callable[[TaskClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        args.target = args.target or os.environ.get("TODO_TARGET") or DEFAULT_TARGET
+        with _open_client(args) as client:
+            try:
+                command(client, args)
+            except TaskServiceError as error:
+                raise _explain(error, args) from None
+        return 0
+
+    return run
+
+
+def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Registers add, ls, show, done, undo, edit and rm on the `todo` parser's subcommands."""
+    connection = _connection_options()
+
+    def command(name: str, help_text: str, run: Callable[[TaskClient, argparse.Namespace], None]):  # type: ignore[no-untyped-def]
+        parser = commands.add_parser(name, help=help_text, parents=[connection])
+        parser.set_defaults(run=_runner(run))
+        return parser
+
+    def task_fields(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--description", help="longer text")
+        parser.add_argument("--priority", choices=["low", "medium", "high"])
+        parser.add_argument("--due", type=_due, help="2026-12-01 or 2026-12-01T17:00 (local time)")
+
+    add = command("add", "create a task", _add)
+    add.add_argument("title")
+    task_fields(add)
+
+    ls = command("ls", "list your tasks", _ls)
+    state = ls.add_mutually_exclusive_group()
+    state.add_argument("--done", action="store_true", help="only completed tasks")
+    state.add_argument("--open", action="store_true", help="only open tasks")
+    ls.add_argument("--query", help="only tasks whose title or description contains this")
+    ls.add_argument("--order-by", help="e.g. 'priority desc', 'due_time' (default: newest first)")
+
+    for name, help_text, run in (
+        ("show", "show one task", _show),
+        ("done", "mark a task done", _set_completed(True)),
+        ("undo", "mark a task not done", _set_completed(False)),
+        ("rm", "delete a task", _rm),
+    ):
+        command(name, help_text, run).add_argument("id", help="task id, or a unique prefix of it")
+
+    edit = command("edit", "change a task's fields", _edit)
+    edit.add_argument("id", help="task id, or a unique prefix of it")
+    edit.add_argument("--title")
+    task_fields(edit)

@@ -1,0 +1,140 @@
+"""The `todo` CLI through its entry point, against a real server: output, id prefixes, exit codes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from client.cli import main
+from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from server.app import TodoServer
+from tests.support import mint_token
+
+TODO = Path(sys.executable).parent / "todo"
+
+
+@pytest.fixture(scope="module")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CLI does not care which database the server uses: SQLite keeps this module quick."""
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'todo.db'}"
+
+
+@pytest.fixture
+def signed_in(monkeypatch: pytest.MonkeyPatch, todo_server: TodoServer, secret: bytes) -> str:
+    """A fresh user whose token and the server's address are in TODO_TOKEN and TODO_TARGET."""
+    user = f"cli{secrets.token_hex(6)}"
+    monkeypatch.setenv("TODO_TOKEN", mint_token(secret, user))
+    monkeypatch.setenv("TODO_TARGET", f"127.0.0.1:{todo_server.port}")
+    return user
+
+
+def todo(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def todo_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    status, out, err = todo(capsys, *argv, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.usefixtures("signed_in")
+def test_add_list_done_undo_edit_remove(capsys: pytest.CaptureFixture[str]) -> None:
+    milk = todo_json(capsys, "add", "Buy milk", "--priority", "high", "--due", "2030-01-02T09:30+00:00")
+    assert isinstance(milk, dict)
+    assert (milk["title"], milk["priority"], milk["due_time"]) == (
+        "Buy milk",
+        "PRIORITY_HIGH",
+        "2030-01-02T09:30:00Z",
+    )
+    milk_id = milk["name"].rsplit("/", 1)[1]
+    status, out, _ = todo(capsys, "add", "Call mum")
+    assert status == 0
+    assert out.startswith("added ")
+    assert out.strip().endswith("Call mum")
+
+    status, table, _ = todo(capsys, "ls")
+    assert status == 0
+    header, *rows = table.splitlines()
+    assert header.split() == ["ID", "DONE", "PRIORITY", "DUE", "TITLE"]
+    assert len(rows) == 2
+    assert any(row.startswith(milk_id[:8]) and "high" in row and row.endswith("Buy milk") for row in rows)
+
+    done = todo_json(capsys, "done", milk_id[:6])
+    assert isinstance(done, dict)
+    assert done["completed"] is True
+    assert [t["title"] for t in todo_json(capsys, "ls", "--done")] == ["Buy milk"]  # type: ignore[index, union-attr]
+    assert [t["title"] for t in todo_json(capsys, "ls", "--open")] == ["Call mum"]  # type: ignore[index, union-attr]
+    assert [t["title"] for t in todo_json(capsys, "ls", "--query", "MILK")] == ["Buy milk"]  # type: ignore[index, union-attr]
+    assert "completed" not in todo_json(capsys, "undo", milk_id)  # type: ignore[operator]
+
+    status, shown, _ = todo(capsys, "edit", milk_id[:6], "--title", "Buy oat milk")
+    assert status == 0
+    assert "title:       Buy oat milk" in shown
+    assert todo_json(capsys, "show", milk_id)["title"] == "Buy oat milk"  # type: ignore[index]
+
+    assert todo_json(capsys, "rm", milk_id[:6]) == {"deleted": milk["name"]}
+    status, _, err = todo(capsys, "show", milk_id)
+    assert (status, err.strip()) == (EXIT_REFUSED, f"todo: no such task: {milk_id}")
+
+
+@pytest.mark.usefixtures("signed_in")
+def test_an_ambiguous_or_unknown_prefix_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [todo_json(capsys, "add", f"t{n}")["name"].rsplit("/", 1)[1] for n in range(17)]  # type: ignore[index]
+    # 17 ids over 16 hex digits: two share a first digit.
+    first_digits = [task_id[0] for task_id in ids]
+    shared = next(digit for digit in first_digits if first_digits.count(digit) > 1)
+    status, _, err = todo(capsys, "done", shared)
+    assert status == EXIT_REFUSED
+    assert "type more of the id" in err
+    status, _, err = todo(capsys, "done", "f" * 31)  # longer than any shared prefix, surely nobody's
+    assert (status, err.strip()) == (EXIT_REFUSED, f"todo: no task id starts with '{'f' * 31}'")
+    status, _, err = todo(capsys, "show", "not-hex")
+    assert status == EXIT_USAGE
+
+
+def test_an_expired_token_says_so_in_one_line(
+    capsys: pytest.CaptureFixture[str], todo_server: TodoServer, secret: bytes
+) -> None:
+    expired = mint_token(secret, "alice", ttl=-600)
+    status, out, err = todo(capsys, "ls", "--target", f"127.0.0.1:{todo_server.port}", "--token", expired)
+    assert (status, out) == (EXIT_AUTH, "")
+    assert err.strip() == "todo: your token has expired: mint a new one (`todo token --sub ...`)"
+
+
+def test_no_token_is_a_one_line_hint(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TODO_TOKEN", raising=False)
+    status, _, err = todo(capsys, "ls")
+    assert status == EXIT_AUTH
+    assert err.startswith("todo: no token: pass --token or set TODO_TOKEN")
+
+
+def test_server_down_exits_with_one_line_and_no_traceback(secret: bytes) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [str(TODO), "ls", "--target", f"127.0.0.1:{port}", "--timeout", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"TODO_TOKEN": mint_token(secret), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == EXIT_UNREACHABLE
+    assert result.stdout == ""
+    # Whether the retries give up first ("cannot reach") or the 3 s deadline does ("no answer"), one line:
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("todo: ")
+    assert line.endswith(
+        f"127.0.0.1:{port}: is todo-server running, and are --target/--ca right?"
+    ) or line.endswith("within 3s: is todo-server running, and are --target/--ca right?")
+    assert "Traceback" not in result.stderr
