@@ -1,0 +1,44 @@
+"""The README's copy-paste sections, run as written against a running todo-server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, ServerProcess, run
+from tests.support import mint_token
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_block(heading: str, language: str) -> str:
+    """The first ```language block after `heading` in README.md."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index(heading) :]
+    match = re.search(rf"```{language}\n(.*?)```", section, re.S)
+    assert match is not None, f"no {language} block under {heading!r}"
+    return match.group(1)
+
+
+def test_the_python_bff_example_runs(server: ServerProcess, tmp_path: Path) -> None:
+    script = tmp_path / "bff.py"
+    script.write_text(readme_block("## From Python", "python"))
+    env = {**server.env, "TODO_TARGET": server.address, "TODO_TOKEN": mint_token(server.secret.encode(), "alice")}
+    result = run(str(BIN / "python"), str(script), env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("users/alice/tasks/")
+    assert lines[0].endswith("Buy milk done")
+    assert lines[-1] == "gone: NOT_FOUND TASK_NOT_FOUND"
+
+
+def test_the_grpcurl_walkthrough_runs(server: ServerProcess) -> None:
+    script = readme_block("## Try it with grpcurl", "sh").replace("localhost:50051", server.address)
+    result = run("bash", "-euo", "pipefail", "-c", f"cd {REPO}\n{script}", env=server.env)
+    assert result.returncode == 0, result.stderr
+    assert '"title": "Buy milk"' in result.stdout
+    assert '"completed": true' in result.stdout
