@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BIN
+from tests.tls import make_tls_files
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +84,35 @@ def test_a_metrics_address_in_use_is_refused(tmp_path: Path) -> None:
             )
         )
     assert f"cannot serve metrics on '{address}'" in line
+
+
+def test_an_unreadable_tls_file_is_refused(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    missing = tmp_path / "no-such-key.pem"
+    line = refusal(
+        todo_server(
+            tmp_path, "--tls-cert", str(tls.server_cert), "--tls-key", str(missing), BETTER_AUTH_SECRET=GOOD_SECRET
+        )
+    )
+    assert f"--tls-key '{missing}' cannot be read: No such file or directory" in line
+
+
+def test_check_config_shows_tls_files_by_size_and_never_the_key(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    result = todo_server(
+        tmp_path,
+        "--check-config",
+        "--tls-cert",
+        str(tls.server_cert),
+        "--tls-key",
+        str(tls.server_key),
+        BETTER_AUTH_SECRET=GOOD_SECRET,
+    )
+    assert result.returncode == 0, result.stderr
+    settings = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert settings["tls_certificate_chain"] == f"<{tls.server_cert.stat().st_size} bytes>"
+    assert settings["tls_private_key"] == "Secret('**********')"
+    assert "PRIVATE KEY" not in result.stdout
 
 
 def test_check_config_prints_the_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
