@@ -16,7 +16,9 @@ from todo.v1 import task_service_pb2, task_service_pb2_grpc
 
 from server.access_log import AccessLogInterceptor
 from server.auth.interceptor import AuthInterceptor
+from server.auth.jwks import JwksCache
 from server.auth.tokens import TokenVerifier
+from server.auth.verified_cache import VerifiedTokenCache
 from server.config import ConfigError, Settings, masked_database_url
 from server.db.repository import TaskRepository
 from server.db.session import Database
@@ -50,10 +52,13 @@ class TodoServer:
     metrics_port: int | None = None
     # Run in order after the gRPC server has stopped (metrics endpoint, tracer flush, database).
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    jwks: JwksCache | None = None
 
     def start(self) -> None:
-        """Serves; health follows readiness from the first check on."""
+        """Serves; health follows readiness (database reachable, JWKS keys loaded) from the first check on."""
         self.grpc_server.start()
+        if self.jwks is not None:
+            self.jwks.start()
         self.readiness.start()
 
     def stop(self, grace: float | None) -> None:
@@ -63,6 +68,33 @@ class TodoServer:
         self.grpc_server.stop(grace).wait()
         for close in self.closers:
             close()
+
+
+def build_verifier(settings: Settings, on_keys_loaded: Callable[[], None] | None = None) -> TokenVerifier:
+    """The token verifier `settings` describe: HS256 secret, JWKS, or both. The JWKS cache is not started."""
+    jwks_url = settings.jwks_url()
+    if settings.better_auth_secret is None and jwks_url is None:
+        raise ConfigError("no token verification key is configured: set BETTER_AUTH_URL or BETTER_AUTH_SECRET")
+    jwks = None
+    if jwks_url is not None:
+        jwks = JwksCache(
+            jwks_url,
+            refresh_seconds=settings.jwks_refresh_seconds,
+            min_refetch_seconds=settings.jwks_min_refetch_seconds,
+            on_first_load=on_keys_loaded,
+        )
+    try:
+        return TokenVerifier(
+            hs256_secret=settings.better_auth_secret.reveal() if settings.better_auth_secret else None,
+            jwks=jwks,
+            issuer=settings.expected_issuer(),
+            audience=settings.expected_audience(),
+            algorithms=settings.jwt_algorithms,
+            leeway_seconds=settings.jwt_leeway_seconds,
+            cache=VerifiedTokenCache(settings.verified_token_cache_size),
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _health_following(health_servicer: health.HealthServicer) -> Callable[[bool], None]:
@@ -100,8 +132,10 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     on only when `settings.tracing` is, exporting over OTLP. Raises ConfigError, or SchemaBehindError when
     the database needs `todo-server migrate`.
     """
-    if settings.better_auth_secret is None:
-        raise ConfigError("no token verification key is configured: set BETTER_AUTH_SECRET")
+    # The JWKS cache's first load re-checks readiness at once rather than at the next round.
+    on_keys_loaded: list[Callable[[], Any]] = []
+    verifier = build_verifier(settings, on_keys_loaded=lambda: [callback() for callback in on_keys_loaded])
+    page_token_key = settings.page_token_key()
     closers: list[Callable[[], Any]] = []
     interceptors: list[grpc.ServerInterceptor] = []
     trace_id_of = None
@@ -119,9 +153,6 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     closers.append(database.dispose)
     metrics = ServerMetrics()
     metrics.watch_pool(database.engine.pool)
-    verifier = TokenVerifier(
-        hs256_secret=settings.better_auth_secret.reveal(), leeway_seconds=settings.jwt_leeway_seconds
-    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         interceptors=[
@@ -136,7 +167,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         options=server_options(share_port=settings.workers > 1),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    service = TaskService(TaskRepository(database), PageTokenCodec(settings.page_token_key()))
+    service = TaskService(TaskRepository(database), PageTokenCodec(page_token_key))
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -153,6 +184,10 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         interval_seconds=settings.health_check_seconds, on_change=_health_following(health_servicer)
     )
     readiness.add_check("database", database.ping)
+    if verifier.jwks is not None:
+        readiness.add_check("jwks", lambda: verifier.jwks is not None and verifier.jwks.loaded)
+        on_keys_loaded.append(readiness.check_now)
+        closers.insert(0, verifier.jwks.stop)
     return TodoServer(
         grpc_server=server,
         port=port,
@@ -162,6 +197,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         metrics=metrics,
         metrics_port=metrics_port,
         closers=closers,
+        jwks=verifier.jwks,
     )
 
 

@@ -19,6 +19,10 @@ DEFAULT_DATABASE_URL = "sqlite:///todo.db"
 LOG_FORMATS = ("text", "json")
 # Any of these turns tracing on; the OpenTelemetry SDK reads them (and the other OTEL_* variables) itself.
 _OTEL_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# Mirrors server.auth.tokens.SUPPORTED_ALGORITHMS (config imports nothing from the layers it configures).
+_SUPPORTED_ALGORITHMS = frozenset(
+    {"HS256", "EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+)
 
 
 class ConfigError(ValueError):
@@ -47,7 +51,17 @@ class Settings:
     listen: str = DEFAULT_LISTEN
     database_url: str = DEFAULT_DATABASE_URL
     better_auth_secret: Secret | None = None
+    # Better Auth's base URL: alone it means JWKS at <url>/api/auth/jwks and iss = aud = <url>.
+    better_auth_url: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: tuple[str, ...] = ()
+    jwt_algorithms: tuple[str, ...] | None = None  # None: every algorithm the configured keys can verify
     jwt_leeway_seconds: float = 30.0
+    jwks_refresh_seconds: float = 300.0
+    jwks_min_refetch_seconds: float = 10.0
+    verified_token_cache_size: int = 10_000
+    page_token_secret: Secret | None = None
     max_workers: int = 16
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT): one Python process uses one core
     max_concurrent_rpcs: int = 1000
@@ -66,10 +80,26 @@ class Settings:
     tls_private_key: Secret | None = None
 
     def page_token_key(self) -> bytes:
-        """The key that signs page tokens: derived from the secret, so every replica shares it."""
-        if self.better_auth_secret is None:
-            raise ConfigError("no secret to derive the page token key from")
-        return hmac.new(self.better_auth_secret.reveal(), b"todo.v1 page tokens", hashlib.sha256).digest()
+        """The key that signs page tokens, the same on every replica: derived from TODO_PAGE_TOKEN_SECRET,
+        else from BETTER_AUTH_SECRET."""
+        secret = self.page_token_secret or self.better_auth_secret
+        if secret is None:
+            raise ConfigError("no secret to derive the page token key from: set TODO_PAGE_TOKEN_SECRET")
+        return hmac.new(secret.reveal(), b"todo.v1 page tokens", hashlib.sha256).digest()
+
+    def jwks_url(self) -> str | None:
+        """Where the token signing keys are published, if tokens are verified with a JWKS."""
+        if self.jwt_jwks_url:
+            return self.jwt_jwks_url
+        return f"{self.better_auth_url}/api/auth/jwks" if self.better_auth_url else None
+
+    def expected_issuer(self) -> str | None:
+        return self.jwt_issuer or self.better_auth_url
+
+    def expected_audience(self) -> tuple[str, ...]:
+        if self.jwt_audience:
+            return self.jwt_audience
+        return (self.better_auth_url,) if self.better_auth_url else ()
 
     def describe(self) -> dict[str, str]:
         """Every setting as text for `--check-config`: secrets and the database password masked."""
@@ -133,6 +163,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the effective configuration (secrets masked) and exit",
     )
+    parser.add_argument(
+        "--better-auth-url",
+        help="Better Auth base URL: JWKS at <url>/api/auth/jwks, iss = aud = <url> (BETTER_AUTH_URL)",
+    )
+    parser.add_argument("--jwks-url", help="JWKS URL, overrides the one BETTER_AUTH_URL implies (JWT_JWKS_URL)")
+    parser.add_argument("--jwt-issuer", help="required iss claim (JWT_ISSUER; default BETTER_AUTH_URL)")
+    parser.add_argument(
+        "--jwt-audience", help="accepted aud values, comma-separated (JWT_AUDIENCE; default BETTER_AUTH_URL)"
+    )
+    parser.add_argument(
+        "--jwt-algorithms",
+        help="allowed algorithms, comma-separated, e.g. EdDSA,ES256 (JWT_ALGORITHMS; default: all the keys fit)",
+    )
+    parser.add_argument(
+        "--jwt-leeway-seconds",
+        type=float,
+        help="clock skew allowed on exp/nbf/iat (JWT_LEEWAY_SECONDS; default 30)",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain; serve TLS (TODO_TLS_CERT; default plaintext)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (TODO_TLS_KEY)")
     return parser
@@ -157,6 +205,29 @@ def _tls_files(cert_path: str | None, key_path: str | None) -> tuple[bytes | Non
     return _read_pem("--tls-cert", cert_path), Secret(_read_pem("--tls-key", key_path))
 
 
+def _secret_setting(env: Mapping[str, str], name: str, fix: str) -> Secret | None:
+    value = env.get(name, "")
+    if not value:
+        return None
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} is {len(value.encode())} bytes; use at least {MIN_SECRET_BYTES} (for example: {fix})"
+        )
+    return Secret(value.encode())
+
+
+def _url_setting(name: str, value: str | None) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} {value!r} must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _list_setting(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
 def _positive(name: str, value: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
@@ -167,18 +238,30 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     """Settings from `argv` flags, then `environ` variables, then defaults. Raises ConfigError."""
     env = os.environ if environ is None else environ
     args = _parser().parse_args(argv)
-    secret = env.get("BETTER_AUTH_SECRET", "")
-    if not secret:
+    secret = _secret_setting(env, "BETTER_AUTH_SECRET", "openssl rand -base64 48")
+    page_secret = _secret_setting(env, "TODO_PAGE_TOKEN_SECRET", "openssl rand -base64 48")
+    better_auth_url = _url_setting("BETTER_AUTH_URL", args.better_auth_url or env.get("BETTER_AUTH_URL"))
+    jwks_url = _url_setting("JWT_JWKS_URL", args.jwks_url or env.get("JWT_JWKS_URL"))
+    if secret is None and better_auth_url is None and jwks_url is None:
         raise ConfigError(
-            "BETTER_AUTH_SECRET is not set: set it to the secret that signs your HS256 tokens "
-            "(`make run` writes a random one to .env)"
+            "no token verification is configured: set BETTER_AUTH_URL (Better Auth's jwt plugin, JWKS), "
+            "or BETTER_AUTH_SECRET (HS256; `make run` writes a random one to .env), or both"
         )
-    if len(secret.encode()) < MIN_SECRET_BYTES:
+    if secret is None and page_secret is None:
         raise ConfigError(
-            f"BETTER_AUTH_SECRET is {len(secret.encode())} bytes; use at least {MIN_SECRET_BYTES} "
-            "(for example: openssl rand -base64 48)"
+            "TODO_PAGE_TOKEN_SECRET is not set: without BETTER_AUTH_SECRET it keys page tokens; set it to "
+            "the same random value (>= 32 bytes) on every replica"
         )
+    algorithms = _list_setting(args.jwt_algorithms or env.get("JWT_ALGORITHMS"))
+    unknown = [alg for alg in algorithms if alg not in _SUPPORTED_ALGORITHMS]
+    if unknown:
+        raise ConfigError(f"JWT_ALGORITHMS has {unknown}; supported: {', '.join(sorted(_SUPPORTED_ALGORITHMS))}")
     try:
+        leeway = (
+            args.jwt_leeway_seconds
+            if args.jwt_leeway_seconds is not None
+            else float(env.get("JWT_LEEWAY_SECONDS", "30"))
+        )
         max_workers = args.max_workers or int(env.get("TODO_MAX_WORKERS", "16"))
         workers = args.workers or int(env.get("TODO_WORKERS", "1"))
         grace = (
@@ -203,7 +286,14 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     return Settings(
         listen=args.listen or env.get("TODO_LISTEN", DEFAULT_LISTEN),
         database_url=args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
-        better_auth_secret=Secret(secret.encode()),
+        better_auth_secret=secret,
+        better_auth_url=better_auth_url,
+        jwt_jwks_url=jwks_url,
+        jwt_issuer=args.jwt_issuer or env.get("JWT_ISSUER") or None,
+        jwt_audience=_list_setting(args.jwt_audience or env.get("JWT_AUDIENCE")),
+        jwt_algorithms=algorithms or None,
+        jwt_leeway_seconds=leeway if leeway >= 0 else _positive("JWT_LEEWAY_SECONDS", leeway),
+        page_token_secret=page_secret,
         max_workers=int(_positive("--max-workers", max_workers)),
         workers=int(_positive("--workers", workers)),
         grace_seconds=_positive("--grace-seconds", grace),

@@ -24,6 +24,8 @@ def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
     if len(values) > 1:
         raise Unauthenticated("send exactly one authorization entry", reason=TOKEN_MALFORMED)
     value = values[0]
+    if isinstance(value, str) and value.strip().lower() == _BEARER_PREFIX.strip():
+        raise Unauthenticated("authorization has no token after 'Bearer'", reason=TOKEN_MISSING)
     # The scheme is case-insensitive (RFC 9110); the token itself is not.
     if not isinstance(value, str) or value[: len(_BEARER_PREFIX)].lower() != _BEARER_PREFIX:
         raise Unauthenticated("authorization must be 'Bearer <jwt>'", reason=TOKEN_MALFORMED)

@@ -44,7 +44,9 @@ def refusal(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_no_verification_key_is_refused(tmp_path: Path) -> None:
     line = refusal(todo_server(tmp_path))
-    assert "BETTER_AUTH_SECRET is not set" in line
+    assert "no token verification is configured" in line
+    assert "BETTER_AUTH_URL" in line
+    assert "BETTER_AUTH_SECRET" in line
 
 
 def test_a_short_secret_is_refused_with_the_fix(tmp_path: Path) -> None:

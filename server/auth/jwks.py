@@ -1,0 +1,190 @@
+"""The issuer's public keys (a JWKS over HTTP), fetched and refreshed by one background thread.
+
+No request ever fetches: a call that meets an unknown `kid` only asks the background thread to refetch
+(rate-limited) and waits a bounded moment for it, on its own pool thread. A failed refresh keeps the last
+good keys (unlike PyJWKClient, pyjwt #1162).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt.exceptions import PyJWKError
+
+_log = logging.getLogger("todo.auth.jwks")
+
+MAX_JWKS_BYTES = 1 << 20
+# The algorithms each key type can verify. A JWKS never supplies an HMAC key ("oct" is dropped).
+ALGORITHMS_BY_KEY_TYPE: Mapping[str, frozenset[str]] = {
+    "OKP": frozenset({"EdDSA"}),
+    "EC": frozenset({"ES256", "ES384", "ES512"}),
+    "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
+}
+PUBLIC_KEY_ALGORITHMS = frozenset().union(*ALGORITHMS_BY_KEY_TYPE.values())
+
+Fetcher = Callable[[str, float], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedKey:
+    """One verification key of the JWKS: its type (`kty`), the `alg` it declares if any, the key itself."""
+
+    key_type: str
+    declared_alg: str | None
+    key: Any
+
+
+class JwksError(Exception):
+    """The JWKS could not be fetched or parsed; the message names the URL and the cause, never key material."""
+
+
+def fetch_url(url: str, timeout: float) -> bytes:
+    """The body of an http(s) GET of `url`, at most MAX_JWKS_BYTES."""
+    if not url.startswith(("http://", "https://")):
+        raise JwksError(f"JWKS URL {url!r} is not http(s)")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked)
+        body = response.read(MAX_JWKS_BYTES + 1)
+    if len(body) > MAX_JWKS_BYTES:
+        raise JwksError(f"JWKS at {url} is over {MAX_JWKS_BYTES} bytes")
+    return body
+
+
+def parse_jwks(body: bytes) -> dict[str, PublishedKey]:
+    """The signing keys of a JWKS document by `kid`; keys that cannot verify signatures are skipped."""
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise JwksError(f"JWKS is not JSON ({error.__class__.__name__})") from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise JwksError("JWKS has no 'keys' list")
+    keys: dict[str, PublishedKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") not in ALGORITHMS_BY_KEY_TYPE:
+            continue
+        if entry.get("use", "sig") != "sig" or not isinstance(entry.get("kid"), str):
+            continue
+        if "d" in entry:  # a private key has no business in a JWKS: refuse to hold it
+            continue
+        try:
+            declared = entry.get("alg")
+            keys[entry["kid"]] = PublishedKey(
+                entry["kty"], declared if isinstance(declared, str) else None, jwt.PyJWK(entry).key
+            )
+        except (PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            _log.warning("JWKS key %r skipped: unsupported or invalid", entry["kid"][:64])
+    return keys
+
+
+class JwksCache:
+    """The current keys of one JWKS URL, kept fresh by a daemon thread started with `start()`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        refresh_seconds: float = 300.0,
+        min_refetch_seconds: float = 10.0,
+        unknown_kid_wait_seconds: float = 1.0,
+        fetch_timeout_seconds: float = 5.0,
+        max_backoff_seconds: float = 60.0,
+        fetcher: Fetcher = fetch_url,
+        on_first_load: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._refresh = refresh_seconds
+        self._min_refetch = min_refetch_seconds
+        self._unknown_kid_wait = unknown_kid_wait_seconds
+        self._fetch_timeout = fetch_timeout_seconds
+        self._max_backoff = max_backoff_seconds
+        self._fetch = fetcher
+        self._on_first_load = on_first_load
+        self._changed = threading.Condition()
+        self._keys: dict[str, PublishedKey] = {}
+        self._loaded = threading.Event()
+        self._attempts = 0  # completed fetch attempts: waiters watch it move
+        self._fetching = False
+        self._last_kid_refetch = -float("inf")
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jwks-refresh", daemon=True)
+        self.fetch_count = 0
+
+    @property
+    def loaded(self) -> bool:
+        """Whether keys have been fetched at least once."""
+        return self._loaded.is_set()
+
+    def wait_loaded(self, timeout: float) -> bool:
+        return self._loaded.wait(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def has_key(self, kid: str) -> bool:
+        return kid in self._keys
+
+    def key(self, kid: str) -> PublishedKey | None:
+        """The key named `kid`. If unknown, asks for a refetch (at most one per min_refetch_seconds) and
+        waits up to unknown_kid_wait_seconds for a fetch in flight. Call only from a pool thread."""
+        found = self._keys.get(kid)
+        if found is not None:
+            return found
+        with self._changed:
+            now = time.monotonic()
+            if now - self._last_kid_refetch >= self._min_refetch:
+                self._last_kid_refetch = now
+                self._fetching = True
+                self._wake.set()
+            if self._fetching:
+                seen = self._attempts
+                self._changed.wait_for(lambda: self._attempts > seen, timeout=self._unknown_kid_wait)
+            return self._keys.get(kid)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stopped.is_set():
+            with self._changed:
+                self._fetching = True
+            ok = self._refresh_once()
+            if ok:
+                backoff, delay = 1.0, self._refresh
+            else:
+                delay, backoff = backoff, min(backoff * 2, self._max_backoff)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _refresh_once(self) -> bool:
+        self.fetch_count += 1
+        try:
+            keys = parse_jwks(self._fetch(self.url, self._fetch_timeout))
+        except Exception as error:  # any failure: keep the last good keys and retry with backoff
+            _log.warning(
+                "JWKS refresh from %s failed (%s); keeping %d known keys", self.url, error, len(self._keys)
+            )
+            keys = None
+        with self._changed:
+            if keys:
+                self._keys = keys
+            self._attempts += 1
+            self._fetching = False
+            self._changed.notify_all()
+        if keys and not self._loaded.is_set():
+            self._loaded.set()
+            _log.info("JWKS loaded from %s: %d keys", self.url, len(keys))
+            if self._on_first_load is not None:
+                self._on_first_load()
+        return bool(keys)

@@ -1,0 +1,228 @@
+"""The JWKS lifecycle against a real HTTP endpoint: start-up, rotation, floods, slow and failing issuers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from todo.v1 import task_service_pb2 as pb
+from todo.v1 import task_service_pb2_grpc as pb_grpc
+
+from server.app import TodoServer, run_server
+from server.config import Secret, Settings
+from tests.jwks_support import JwksServer, SigningKey, assert_keys_loaded, claims_for, new_key
+from tests.support import failure_of, mint_token
+
+LIST_ME = pb.ListTasksRequest(parent="users/me")
+
+
+@pytest.fixture
+def base_settings(tmp_path) -> Settings:  # type: ignore[no-untyped-def]
+    return Settings(
+        listen="127.0.0.1:0",
+        database_url=f"sqlite:///{tmp_path / 'todo.db'}",
+        page_token_secret=Secret(b"p" * 32),
+        jwks_min_refetch_seconds=0.5,
+        max_workers=4,
+        migrate=True,
+    )
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[tuple[TodoServer, pb_grpc.TaskServiceStub, grpc.Channel]]:
+    with run_server(settings) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield server, pb_grpc.TaskServiceStub(channel), channel
+
+
+def token_for(key: SigningKey, jwks: JwksServer, sub: str = "alice", **extra) -> str:  # type: ignore[no-untyped-def]
+    return key.sign(claims_for(sub, issuer=jwks.base_url, audience=jwks.base_url, **extra))
+
+
+def call(stub: pb_grpc.TaskServiceStub, token: str) -> pb.ListTasksResponse:
+    return stub.ListTasks(LIST_ME, metadata=[("authorization", f"Bearer {token}")], timeout=10)
+
+
+def health_of(channel: grpc.Channel) -> int:
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_better_auth_url_alone_verifies_better_auth_shaped_tokens(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            assert server.jwks.url == jwks.url
+            assert call(stub, token_for(key, jwks)).total_size == 0
+            # HS256 is not on: no secret was configured, so an HS token is refused outright.
+            failure = failure_of(lambda: call(stub, mint_token(b"s" * 48, "alice")))
+            assert failure.reason == "TOKEN_INVALID"
+
+
+def test_starts_while_jwks_is_down_and_serves_once_keys_load(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        jwks.status = 503
+        with serving(replace(base_settings, better_auth_url=jwks.base_url)) as (_, stub, channel):
+            assert health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert failure_of(lambda: call(stub, token_for(key, jwks))).reason == "TOKEN_INVALID"
+            jwks.status = 200  # the issuer comes back; the backoff retry (1 s, 2 s, ...) picks it up
+            assert wait_until(lambda: health_of(channel) == health_pb2.HealthCheckResponse.SERVING)
+            assert call(stub, token_for(key, jwks)).total_size == 0
+
+
+def test_new_key_published_after_start_is_accepted_without_restart(base_settings: Settings) -> None:
+    old, new = new_key(), new_key()
+    with (
+        JwksServer([old]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, _),
+    ):
+        assert_keys_loaded(server)
+        jwks.keys = [new, old]  # rotation: the new key is published, the old one still listed
+        assert call(stub, token_for(new, jwks)).total_size == 0
+        assert call(stub, token_for(old, jwks)).total_size == 0
+
+
+def test_key_removed_from_jwks_stops_verifying_even_a_cached_token(base_settings: Settings) -> None:
+    old, new = new_key(), new_key()
+    with (
+        JwksServer([old]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, _),
+    ):
+        assert_keys_loaded(server)
+        token = token_for(old, jwks)
+        assert call(stub, token).total_size == 0  # now in the verified-token cache
+        jwks.keys = [new]
+        assert call(stub, token_for(new, jwks)).total_size == 0  # unknown kid: refetch drops `old`
+        assert failure_of(lambda: call(stub, token)).reason == "TOKEN_INVALID"
+
+
+def test_failed_refresh_keeps_the_last_good_keys(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, jwks_refresh_seconds=0.2)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            jwks.status = 500
+            fetches = jwks.fetches
+            assert wait_until(lambda: jwks.fetches >= fetches + 2)  # refreshes that failed
+            assert call(stub, token_for(key, jwks, sub="fresh")).total_size == 0
+
+
+def test_a_flood_of_unknown_kids_causes_a_handful_of_fetches(base_settings: Settings) -> None:
+    key = new_key()
+    with (
+        JwksServer([key]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, _),
+    ):
+        assert_keys_loaded(server)
+        before = jwks.fetches
+        started = time.monotonic()
+        for i in range(1000):
+            forged = new_key().__class__(key.alg, key.private, kid=f"made-up-{i}")
+            failure = failure_of(lambda t=forged: call(stub, token_for(t, jwks)))
+            assert failure.reason == "TOKEN_INVALID"
+        elapsed = time.monotonic() - started
+        # At most one refetch per jwks_min_refetch_seconds (0.5 s here), plus the one in flight.
+        assert jwks.fetches - before <= elapsed / 0.5 + 2, (jwks.fetches - before, elapsed)
+
+
+def test_a_jwks_endpoint_answering_after_5s_does_not_stall_other_calls(base_settings: Settings) -> None:
+    key = new_key()
+    secret = b"h" * 48
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, better_auth_secret=Secret(secret))
+        with serving(settings) as (server, stub, channel):
+            assert_keys_loaded(server)
+            jwks.delay = 5.0
+            unknown = SigningKey(key.alg, key.private, kid="rotated-in-later")
+            with ThreadPoolExecutor(4) as pool:
+                slow = [pool.submit(failure_of, lambda: call(stub, token_for(unknown, jwks))) for _ in range(3)]
+                time.sleep(0.2)  # the refetch is now hanging on the slow endpoint
+                started = time.monotonic()
+                assert call(stub, token_for(key, jwks, sub="known")).total_size == 0
+                assert (
+                    call(stub, mint_token(secret, "hsuser", iss=jwks.base_url, aud=jwks.base_url)).total_size == 0
+                )
+                assert health_of(channel) == health_pb2.HealthCheckResponse.SERVING
+                other_calls = time.monotonic() - started
+                assert all(f.result(timeout=10).reason == "TOKEN_INVALID" for f in slow)
+            assert other_calls < 1.0, f"other calls took {other_calls:.2f}s while the JWKS hung"
+
+
+def test_token_with_aud_is_refused_when_no_audience_is_configured(base_settings: Settings) -> None:
+    secret = b"h" * 48
+    with serving(replace(base_settings, better_auth_secret=Secret(secret))) as (_, stub, _channel):
+        assert call(stub, mint_token(secret, "noaud")).total_size == 0
+        failure = failure_of(lambda: call(stub, mint_token(secret, "withaud", aud="https://app.example")))
+        assert failure.reason == "TOKEN_INVALID"
+        assert "JWT_AUDIENCE" in failure.message
+
+
+def test_token_with_aud_is_accepted_when_its_audience_is_configured(base_settings: Settings) -> None:
+    secret = b"h" * 48
+    settings = replace(base_settings, better_auth_secret=Secret(secret), jwt_audience=("https://app.example",))
+    with serving(settings) as (_, stub, _channel):
+        assert call(stub, mint_token(secret, "withaud", aud="https://app.example")).total_size == 0
+        assert failure_of(lambda: call(stub, mint_token(secret, "noaud"))).reason == "TOKEN_INVALID"
+
+
+def test_algorithm_allow_list_refuses_other_algorithms(base_settings: Settings) -> None:
+    ed, es = new_key("EdDSA"), new_key("ES256")
+    with JwksServer([ed, es]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, jwt_algorithms=("EdDSA",))
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            assert call(stub, token_for(ed, jwks)).total_size == 0
+            assert failure_of(lambda: call(stub, token_for(es, jwks))).reason == "TOKEN_INVALID"
+
+
+def test_identity_stays_with_its_call_across_32_concurrent_users(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, max_workers=8)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            users = [f"user{i:02d}" for i in range(32)]
+            errors: list[str] = []
+
+            def session(user: str) -> None:
+                metadata = [("authorization", f"Bearer {token_for(key, jwks, sub=user)}")]
+                for i in range(60):
+                    if i % 3 == 0:
+                        task = stub.CreateTask(
+                            pb.CreateTaskRequest(parent="users/me", task=pb.Task(title=f"{user}:{i}")),
+                            metadata=metadata,
+                            timeout=20,
+                        ).task
+                        if not task.name.startswith(f"users/{user}/"):
+                            errors.append(f"{user} wrote {task.name}")
+                    else:
+                        listed = stub.ListTasks(LIST_ME, metadata=metadata, timeout=20)
+                        strangers = [t.title for t in listed.tasks if not t.title.startswith(f"{user}:")]
+                        if strangers:
+                            errors.append(f"{user} saw {strangers[:3]}")
+
+            threads = [threading.Thread(target=session, args=(user,)) for user in users]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+            assert not errors, errors[:5]
+            assert not any(thread.is_alive() for thread in threads)
