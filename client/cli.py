@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
 import sys
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from client.cli_errors import CliError
-from client.dev_tokens import mint_hs256_token
+from client.dev_tokens import jwks_document, load_or_create_ed25519_key, mint_eddsa_token, mint_hs256_token
 from client.task_commands import add_task_commands
 
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DEV_KEY_FILE = ".todo-dev-ed25519.pem"
 
 
 def parse_duration(text: str) -> int:
@@ -44,10 +48,36 @@ def _secret() -> bytes:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    token = mint_hs256_token(
-        secret=_secret(), subject=args.sub, ttl_seconds=parse_duration(args.ttl), email=args.email
-    )
+    ttl = parse_duration(args.ttl)
+    if args.alg == "EdDSA":
+        key = load_or_create_ed25519_key(Path(args.key_file))
+        token = mint_eddsa_token(key=key, subject=args.sub, ttl_seconds=ttl, issuer=args.issuer, email=args.email)
+    else:
+        token = mint_hs256_token(secret=_secret(), subject=args.sub, ttl_seconds=ttl, email=args.email)
     print(token)
+    return 0
+
+
+def _cmd_jwks(args: argparse.Namespace) -> int:
+    document = json.dumps(jwks_document(load_or_create_ed25519_key(Path(args.key_file))))
+    if args.serve is None:
+        print(document)
+        return 0
+    body = document.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", args.serve), Handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    print(f"serving the JWKS at {url}/api/auth/jwks; run the server with BETTER_AUTH_URL={url}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
     return 0
 
 
@@ -58,7 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="the user id the token names")
     token.add_argument("--ttl", default="1h", help="how long it stays valid: 90s, 15m, 1h, 7d (default 1h)")
     token.add_argument("--email", help="an email claim to include")
+    token.add_argument(
+        "--alg",
+        choices=("HS256", "EdDSA"),
+        default="HS256",
+        help="HS256 (BETTER_AUTH_SECRET) or EdDSA (--key-file)",
+    )
+    token.add_argument(
+        "--key-file", default=_DEV_KEY_FILE, help=f"EdDSA private key, made if absent ({_DEV_KEY_FILE})"
+    )
+    token.add_argument("--issuer", help="EdDSA: iss and aud, as Better Auth sets them (its base URL)")
     token.set_defaults(run=_cmd_token)
+    jwks = commands.add_parser("jwks", help="print (or --serve) the JWKS of the local EdDSA key")
+    jwks.add_argument(
+        "--key-file", default=_DEV_KEY_FILE, help=f"EdDSA private key, made if absent ({_DEV_KEY_FILE})"
+    )
+    jwks.add_argument("--serve", type=int, metavar="PORT", help="serve it at http://127.0.0.1:PORT/api/auth/jwks")
+    jwks.set_defaults(run=_cmd_jwks)
     add_task_commands(commands)
     return parser
 
