@@ -70,7 +70,11 @@ class TodoServer:
             close()
 
 
-def build_verifier(settings: Settings, on_keys_loaded: Callable[[], None] | None = None) -> TokenVerifier:
+def build_verifier(
+    settings: Settings,
+    on_keys_loaded: Callable[[], None] | None = None,
+    on_jwks_refresh: Callable[[bool], None] | None = None,
+) -> TokenVerifier:
     """The token verifier `settings` describe: HS256 secret, JWKS, or both. The JWKS cache is not started."""
     jwks_url = settings.jwks_url()
     if settings.better_auth_secret is None and jwks_url is None:
@@ -82,6 +86,7 @@ def build_verifier(settings: Settings, on_keys_loaded: Callable[[], None] | None
             refresh_seconds=settings.jwks_refresh_seconds,
             min_refetch_seconds=settings.jwks_min_refetch_seconds,
             on_first_load=on_keys_loaded,
+            on_refresh=on_jwks_refresh,
         )
     try:
         return TokenVerifier(
@@ -134,7 +139,12 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     """
     # The JWKS cache's first load re-checks readiness at once rather than at the next round.
     on_keys_loaded: list[Callable[[], Any]] = []
-    verifier = build_verifier(settings, on_keys_loaded=lambda: [callback() for callback in on_keys_loaded])
+    metrics = ServerMetrics()
+    verifier = build_verifier(
+        settings,
+        on_keys_loaded=lambda: [callback() for callback in on_keys_loaded],
+        on_jwks_refresh=lambda ok: metrics.record_jwks_refresh(ok=ok),
+    )
     page_token_key = settings.page_token_key()
     closers: list[Callable[[], Any]] = []
     interceptors: list[grpc.ServerInterceptor] = []
@@ -151,7 +161,6 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         trace_id_of = current_trace_id
     database = _open_database(settings)
     closers.append(database.dispose)
-    metrics = ServerMetrics()
     metrics.watch_pool(database.engine.pool)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),

@@ -79,12 +79,15 @@ def test_starts_while_jwks_is_down_and_serves_once_keys_load(base_settings: Sett
     key = new_key()
     with JwksServer([key]).running() as jwks:
         jwks.status = 503
-        with serving(replace(base_settings, better_auth_url=jwks.base_url)) as (_, stub, channel):
+        with serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, channel):
             assert health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
             assert failure_of(lambda: call(stub, token_for(key, jwks))).reason == "TOKEN_INVALID"
             jwks.status = 200  # the issuer comes back; the backoff retry (1 s, 2 s, ...) picks it up
             assert wait_until(lambda: health_of(channel) == health_pb2.HealthCheckResponse.SERVING)
             assert call(stub, token_for(key, jwks)).total_size == 0
+            refreshes = server.metrics.registry.get_sample_value
+            assert refreshes("todo_jwks_refreshes_total", {"result": "error"}) >= 1
+            assert refreshes("todo_jwks_refreshes_total", {"result": "ok"}) >= 1
 
 
 def test_new_key_published_after_start_is_accepted_without_restart(base_settings: Settings) -> None:

@@ -99,6 +99,7 @@ class JwksCache:
         max_backoff_seconds: float = 60.0,
         fetcher: Fetcher = fetch_url,
         on_first_load: Callable[[], None] | None = None,
+        on_refresh: Callable[[bool], None] | None = None,
     ) -> None:
         self.url = url
         self._refresh = refresh_seconds
@@ -108,6 +109,7 @@ class JwksCache:
         self._max_backoff = max_backoff_seconds
         self._fetch = fetcher
         self._on_first_load = on_first_load
+        self._on_refresh = on_refresh
         self._changed = threading.Condition()
         self._keys: dict[str, PublishedKey] = {}
         self._loaded = threading.Event()
@@ -182,6 +184,8 @@ class JwksCache:
             self._attempts += 1
             self._fetching = False
             self._changed.notify_all()
+        if self._on_refresh is not None:
+            self._on_refresh(bool(keys))
         if keys and not self._loaded.is_set():
             self._loaded.set()
             _log.info("JWKS loaded from %s: %d keys", self.url, len(keys))
