@@ -155,9 +155,9 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         tracer_provider = otlp_tracer_provider(settings.service_name)
         closers.append(tracer_provider.shutdown)  # flushes the spans still queued
     if tracer_provider is not None:
-        from server.tracing import current_trace_id, tracing_interceptor
+        from server.tracing import SpanStatusInterceptor, current_trace_id, tracing_interceptor
 
-        interceptors.append(tracing_interceptor(tracer_provider))
+        interceptors += [tracing_interceptor(tracer_provider), SpanStatusInterceptor()]
         trace_id_of = current_trace_id
     database = _open_database(settings)
     closers.append(database.dispose)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from server.config import ConfigError
+from server.rpc_handlers import Behavior, wrap_method_handler
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -41,3 +42,69 @@ def current_trace_id() -> str:
     from opentelemetry import trace
 
     return format(trace.get_current_span().get_span_context().trace_id, "032x")
+
+
+# Codes that mean the server failed (OpenTelemetry's RPC conventions); the rest are the caller's doing.
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class SpanStatusInterceptor(grpc.ServerInterceptor):
+    """Puts each call's final status code on its span.
+
+    OpenTelemetry's interceptor only sees `abort(code, details)`; our errors leave through
+    `abort_with_status` (to carry google.rpc details), which it misses, so every span would say OK.
+    """
+
+    def __init__(self) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace import Status, StatusCode
+
+        def record(context: grpc.ServicerContext, failed: bool) -> None:
+            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+            span = trace.get_current_span()
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_ERRORS:
+                span.set_status(Status(StatusCode.ERROR, code.name))  # the name only: details may hold data
+
+        self._record = record
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        record = self._record
+
+        def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if response_streaming:
+
+                def streaming(request: Any, context: grpc.ServicerContext) -> Any:
+                    failed = True
+                    try:
+                        yield from behavior(request, context)
+                        failed = False
+                    finally:
+                        record(context, failed)
+
+                return streaming
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                failed = True
+                try:
+                    response = behavior(request, context)
+                    failed = False
+                    return response
+                finally:
+                    record(context, failed)
+
+            return unary
+
+        return wrap_method_handler(handler, wrap)

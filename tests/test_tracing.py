@@ -14,12 +14,12 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import build_server
 from server.config import Settings
-from tests.support import User, mint_token
+from tests.support import User, failure_of, mint_token
 
 BFF_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 BFF_SPAN_ID = "00f067aa0ba902b7"
@@ -59,6 +59,20 @@ def test_a_call_continues_the_trace_the_bff_sent(
     assert span.attributes["rpc.method"] == "CreateTask"
     [line] = [r for r in caplog.records if r.name == "todo.access" and "CreateTask" in r.getMessage()]
     assert line.getMessage().endswith(f"trace_id={BFF_TRACE_ID}")  # from the log line to the trace
+
+
+def test_spans_carry_the_status_the_caller_got(
+    spans_and_stub: tuple[InMemorySpanExporter, pb_grpc.TaskServiceStub], secret: bytes
+) -> None:
+    exporter, stub = spans_and_stub
+    nobody = User("nobody", "not-a-jwt", stub)
+    assert failure_of(nobody.list_tasks).code == grpc.StatusCode.UNAUTHENTICATED
+    alice = User("spanalice", mint_token(secret, "spanalice"), stub)
+    alice.list_tasks()
+    refused, served = [s for s in exporter.get_finished_spans() if s.name.endswith("/ListTasks")]
+    assert refused.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert refused.status.status_code == StatusCode.UNSET  # the caller's fault, not the server's
+    assert served.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
 
 
 def test_without_otel_settings_nothing_of_opentelemetry_is_imported(tmp_path: Path) -> None:
