@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := protos
 
-.PHONY: run test soak lint format proto proto-check token bench clean
+.PHONY: run test soak lint format proto proto-check token bench bench-pagination clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: $(INSTALLED)
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
+
+## bench-pagination: page 1 vs page 1,000 of 100,000 tasks, every order_by, SQLite and PostgreSQL;
+## rewrites docs/pagination-benchmark.md (PostgreSQL from TODO_TEST_DATABASE_URL, a scratch database)
+bench-pagination: $(INSTALLED)
+	TODO_TEST_DATABASE_URL=$${TODO_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+		$(BIN)/python -m bench.pagination $(BENCH_ARGS)
 
 ## lint: ruff, buf lint, buf format
 lint: $(INSTALLED) $(BUF)

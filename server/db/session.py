@@ -21,6 +21,10 @@ _WRITE_OPTION = "todo_write"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # The longest a statement may run on PostgreSQL when the call has no deadline.
 POSTGRES_STATEMENT_TIMEOUT_MS = 30_000
+# Connections older than this are replaced before idle-killing proxies and firewalls cut them.
+POSTGRES_POOL_RECYCLE_SECONDS = 1800
+# A database host that does not answer fails the call (UNAVAILABLE) instead of hanging its thread.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
 
 class CallExpired(DeadlineExceeded):
@@ -106,7 +110,16 @@ class Database:
             # No pre-ping: a file has no server to lose, and a SELECT 1 per checkout was ~5% of a GetTask.
             options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
         else:
-            options = {"pool_pre_ping": True, "pool_size": pool_size, "max_overflow": 0, "pool_timeout": 5}
+            # Sized for grpcio's thread pool (README "Database and migrations"): one connection per RPC
+            # thread, never more (max_overflow 0), so replicas x workers stays under max_connections.
+            options = {
+                "pool_pre_ping": True,  # a connection cut by a restart or failover is replaced, not used
+                "pool_size": pool_size,
+                "max_overflow": 0,
+                "pool_timeout": 5,  # every RPC thread has its connection; waiting longer means a leak
+                "pool_recycle": POSTGRES_POOL_RECYCLE_SECONDS,
+                "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
+            }
         self.engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
