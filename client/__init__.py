@@ -1,5 +1,6 @@
 """Python client for todo.v1.TaskService (`TaskClient`) and the `todo` CLI; the stubs live in `todo.v1`."""
 
+from client.async_task_client import AsyncTaskClient
 from client.errors import (
     Aborted,
     DeadlineExceeded,
@@ -14,6 +15,7 @@ from client.task_client import TaskClient
 
 __all__ = [
     "Aborted",
+    "AsyncTaskClient",
     "DeadlineExceeded",
     "InvalidArgument",
     "NotFound",

@@ -41,6 +41,15 @@ def open_channel(target: str, *, tls: TlsOption = False) -> grpc.Channel:
     return grpc.secure_channel(target, credentials, options=_OPTIONS)
 
 
+def open_aio_channel(target: str, *, tls: TlsOption = False) -> grpc.aio.Channel:
+    """The grpc.aio twin of `open_channel`: same options, same retry policy."""
+    if tls is False:
+        return grpc.aio.insecure_channel(target, options=_OPTIONS)
+    root_certificates = None if tls is True else _read_ca(Path(tls))
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.aio.secure_channel(target, credentials, options=_OPTIONS)
+
+
 def _read_ca(path: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2, timestamp_pb2
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from client.channel import TlsOption, open_channel
 from client.errors import TaskServiceError, from_rpc_error
+from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
 
 TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 -- an ErrorInfo reason, not a secret
-ME = "users/me"
-
-PriorityLike = int | str
-
-
-def priority_value(priority: PriorityLike) -> int:
-    """`pb.PRIORITY_HIGH`, `"high"` or `"PRIORITY_HIGH"` → the enum number."""
-    if isinstance(priority, int):
-        return priority
-    name = priority.strip().upper()
-    try:
-        return pb.Priority.Value(name if name.startswith("PRIORITY_") else f"PRIORITY_{name}")
-    except ValueError:
-        raise ValueError(f"priority {priority!r} is not one of low, medium, high") from None
-
-
-def task_name(name_or_id: str) -> str:
-    """A task's resource name: `users/me/tasks/{id}` for a bare id, the name itself otherwise."""
-    return name_or_id if "/" in name_or_id else f"{ME}/tasks/{name_or_id}"
-
-
-def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    if moment.tzinfo is None:
-        raise ValueError(f"due_time {moment.isoformat()} has no time zone: pass an aware datetime")
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class TaskClient:
@@ -95,12 +67,15 @@ class TaskClient:
         timeout: float | None = None,
     ) -> pb.Task:
         """Creates a task. `request_id` defaults to a fresh UUID, so the client's retries never duplicate it."""
-        task = pb.Task(
-            title=title, description=description, priority=priority_value(priority), completed=completed
+        request = create_request(
+            title,
+            description=description,
+            priority=priority,
+            due_time=due_time,
+            completed=completed,
+            parent=parent,
+            request_id=request_id,
         )
-        if due_time is not None:
-            task.due_time.CopyFrom(_timestamp(due_time))
-        request = pb.CreateTaskRequest(parent=parent, task=task, request_id=request_id or str(uuid.uuid4()))
         return self._call(self._stub.CreateTask, request, timeout).task
 
     def get_task(self, name: str, *, timeout: float | None = None) -> pb.Task:
@@ -119,11 +94,14 @@ class TaskClient:
         timeout: float | None = None,
     ) -> pb.ListTasksResponse:
         """One page of the caller's tasks; pass `next_page_token` back as `page_token` for the next."""
-        request = pb.ListTasksRequest(
-            parent=parent, page_size=page_size, page_token=page_token, query=query, order_by=order_by
+        request = list_request(
+            parent=parent,
+            page_size=page_size,
+            page_token=page_token,
+            completed=completed,
+            query=query,
+            order_by=order_by,
         )
-        if completed is not None:
-            request.completed = completed
         return self._call(self._stub.ListTasks, request, timeout)
 
     def iter_tasks(
@@ -166,21 +144,15 @@ class TaskClient:
         timeout: float | None = None,
     ) -> pb.Task:
         """Changes the fields given (and only those). With `etag`, fails with Aborted if the task changed."""
-        task = pb.Task(name=task_name(name), etag=etag)
-        paths: list[str] = []
-        for field, value in (("title", title), ("description", description), ("completed", completed)):
-            if value is not None:
-                setattr(task, field, value)
-                paths.append(field)
-        if priority is not None:
-            task.priority = priority_value(priority)
-            paths.append("priority")
-        if due_time is not None:
-            task.due_time.CopyFrom(_timestamp(due_time))
-            paths.append("due_time")
-        if not paths:
-            raise ValueError("nothing to update: pass at least one of title, description, completed, ...")
-        request = pb.UpdateTaskRequest(task=task, update_mask=field_mask_pb2.FieldMask(paths=paths))
+        request = update_request(
+            name,
+            title=title,
+            description=description,
+            completed=completed,
+            priority=priority,
+            due_time=due_time,
+            etag=etag,
+        )
         return self._call(self._stub.UpdateTask, request, timeout).task
 
     def delete_task(self, name: str, *, etag: str = "", timeout: float | None = None) -> None:

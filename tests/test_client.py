@@ -250,4 +250,4 @@ def test_tls_server_refuses_plaintext_and_unknown_cas(
     client = TaskClient(f"127.0.0.1:{tls_server.port}", token=mint_token(secret), tls=option)
     # Refused at the handshake: the call never reaches the service, whichever way the transport reports it.
     with client, pytest.raises((Unavailable, DeadlineExceeded)):
-        client.list_tasks(timeout=3)
+        client.list_tasks(timeout=1)
