@@ -142,6 +142,13 @@ def test_a_string_that_is_not_utf8_is_invalid_argument(
     assert "deserializing" not in failure.message
 
 
+def test_undecodable_bytes_to_a_public_service_are_invalid_argument(todo_server: TodoServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{todo_server.port}") as channel:
+        call = channel.unary_unary("/grpc.health.v1.Health/Check")
+        failure = failure_of(lambda: call(b"\x0a\x01\xff", timeout=10))  # service: invalid UTF-8
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_undecodable_bytes_from_a_caller_without_a_token_are_unauthenticated(todo_server: TodoServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{todo_server.port}") as channel:
         call = channel.unary_unary("/todo.v1.TaskService/GetTask")

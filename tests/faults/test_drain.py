@@ -63,7 +63,9 @@ def test_sigterm_drains_in_flight_calls_and_keeps_every_acknowledged_write(
         result = load.stop()
 
     assert exit_code == 0, server.log()
-    assert exited_at - sigterm_at < _GRACE_SECONDS + 2
+    # The in-flight calls end about a second after SIGTERM (when the lock goes); the drain ends with them,
+    # well inside the grace period, even with a health Watch open.
+    assert exited_at - sigterm_at < _GRACE_SECONDS - 1.5
     not_serving = [at for at, status in health if status == health_pb2.HealthCheckResponse.NOT_SERVING]
     assert not_serving, f"health never said NOT_SERVING: {health}"
     assert not_serving[0] - sigterm_at < 0.5

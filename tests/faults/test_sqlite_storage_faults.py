@@ -84,7 +84,7 @@ def _integrity(path: Path) -> str:
 
 
 def test_disk_full_gives_unavailable_keeps_acked_writes_and_recovers(
-    tiny_filesystem: Path, server_on: TodoServer, secret: bytes, fault_report: list[FaultRow]
+    tiny_filesystem: Path, server_on: TodoServer, secret: bytes, load_seconds: float, fault_report: list[FaultRow]
 ) -> None:
     database = tiny_filesystem / "todo.db"
     user_id = f"disk{secrets.token_hex(4)}"
@@ -97,6 +97,7 @@ def test_disk_full_gives_unavailable_keeps_acked_writes_and_recovers(
         while not any(c.code != grpc.StatusCode.OK and c.started > full_at for c in load.result.calls):
             assert time.monotonic() < deadline, f"writes never failed on a full disk: {load.result.codes()}"
             time.sleep(0.05)
+        time.sleep(load_seconds)  # the disk stays full under load for a while
         filler.unlink()
         freed_at = time.monotonic()
         load.wait_for_acks(len(load.result.acknowledged) + 10)
