@@ -148,7 +148,9 @@ def report(rows: list[Row], notes: list[str], *, tasks: int, page: int, page_siz
         *(f"- {note}" for note in notes),
         "",
         "Both pages include the COUNT(*) behind `total_size` (see the README): it is the part of a ListTasks "
-        "that grows with the user's task count, and it grows the same for every page.",
+        "that grows with the user's task count, and it grows the same for every page. Ordered by `due_time`, "
+        "a page that straddles the tasks with and without a due date runs two range scans instead of one "
+        "(70% of the seeded tasks have none, so neither page 1 nor page 1,000 straddles it here).",
         "",
     ]
     return "\n".join(lines)

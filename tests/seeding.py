@@ -27,7 +27,8 @@ def _row(owner_id: str, number: int, start: datetime, rng: random.Random) -> dic
         "description": "",
         "completed": rng.random() < 0.3,
         "priority": rng.randrange(4),
-        "due_time": None if rng.random() < 0.5 else start + timedelta(hours=rng.randrange(1000)),
+        # Most tasks have no due date; the rest spread over six weeks.
+        "due_time": None if rng.random() < 0.7 else start + timedelta(hours=rng.randrange(1000)),
         "create_time": created,
         "update_time": created,
         "complete_time": None,
