@@ -196,6 +196,9 @@ def test_algorithm_allow_list_refuses_other_algorithms(base_settings: Settings) 
             assert failure_of(lambda: call(stub, token_for(es, jwks))).reason == "TOKEN_INVALID"
 
 
+CALLS_PER_USER = 96  # x 32 users = 3,072 calls
+
+
 def test_identity_stays_with_its_call_across_32_concurrent_users(base_settings: Settings) -> None:
     key = new_key()
     with JwksServer([key]).running() as jwks:
@@ -207,7 +210,7 @@ def test_identity_stays_with_its_call_across_32_concurrent_users(base_settings: 
 
             def session(user: str) -> None:
                 metadata = [("authorization", f"Bearer {token_for(key, jwks, sub=user)}")]
-                for i in range(60):
+                for i in range(CALLS_PER_USER):
                     if i % 3 == 0:
                         task = stub.CreateTask(
                             pb.CreateTaskRequest(parent="users/me", task=pb.Task(title=f"{user}:{i}")),
@@ -229,3 +232,19 @@ def test_identity_stays_with_its_call_across_32_concurrent_users(base_settings: 
                 thread.join(timeout=120)
             assert not errors, errors[:5]
             assert not any(thread.is_alive() for thread in threads)
+
+
+def test_a_cached_token_stops_working_at_its_exp(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, jwt_leeway_seconds=0)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            exp = int(time.time()) + 2
+            token = key.sign(
+                {**claims_for("shortlived", issuer=jwks.base_url, audience=jwks.base_url), "exp": exp}
+            )
+            assert call(stub, token).total_size == 0
+            assert call(stub, token).total_size == 0  # served from the verified-token cache
+            time.sleep(max(0.0, exp - time.time()) + 0.1)
+            assert failure_of(lambda: call(stub, token)).reason == "TOKEN_EXPIRED"
