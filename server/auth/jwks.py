@@ -119,7 +119,6 @@ class JwksCache:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jwks-refresh", daemon=True)
-        self.fetch_count = 0
 
     @property
     def loaded(self) -> bool:
@@ -161,16 +160,16 @@ class JwksCache:
         while not self._stopped.is_set():
             with self._changed:
                 self._fetching = True
+            # Cleared before the fetch: a refetch asked for during it runs right after, never gets lost.
+            self._wake.clear()
             ok = self._refresh_once()
             if ok:
                 backoff, delay = 1.0, self._refresh
             else:
                 delay, backoff = backoff, min(backoff * 2, self._max_backoff)
             self._wake.wait(delay)
-            self._wake.clear()
 
     def _refresh_once(self) -> bool:
-        self.fetch_count += 1
         try:
             keys = parse_jwks(self._fetch(self.url, self._fetch_timeout))
         except Exception as error:  # any failure: keep the last good keys and retry with backoff
