@@ -26,6 +26,7 @@ class Readiness:
         self._checks: dict[str, Check] = {}
         self._running: dict[str, futures.Future[bool]] = {}
         self._failing: frozenset[str] | None = None  # None until the first round
+        self._round = threading.Lock()  # the checker thread and callers like the JWKS cache may both run one
         self._stopping = threading.Event()
         self._executor: futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
@@ -41,27 +42,31 @@ class Readiness:
         return self._failing or frozenset()
 
     def check_now(self) -> bool:
-        """Runs every check once, reports a change of readiness, and returns whether all passed."""
-        if self._executor is None:
-            self._executor = futures.ThreadPoolExecutor(
-                max_workers=max(1, len(self._checks)), thread_name_prefix="readiness"
+        """Runs every check once, reports a change of readiness, and returns whether all passed.
+
+        Safe from any thread (the JWKS cache calls it when its first keys load); rounds never overlap.
+        """
+        with self._round:
+            if self._executor is None:
+                self._executor = futures.ThreadPoolExecutor(
+                    max_workers=max(1, len(self._checks)), thread_name_prefix="readiness"
+                )
+            for name, check in self._checks.items():
+                if name not in self._running or self._running[name].done():  # a hung check is not run twice
+                    self._running[name] = self._executor.submit(_passes, name, check)
+            futures.wait(self._running.values(), timeout=self._interval)
+            failing = frozenset(
+                name for name, running in self._running.items() if not (running.done() and running.result())
             )
-        for name, check in self._checks.items():
-            if name not in self._running or self._running[name].done():  # a hung check is not run twice
-                self._running[name] = self._executor.submit(_passes, name, check)
-        futures.wait(self._running.values(), timeout=self._interval)
-        failing = frozenset(
-            name for name, running in self._running.items() if not (running.done() and running.result())
-        )
-        first_round, self._failing, previous = self._failing is None, failing, self._failing
-        if failing != previous:
-            if failing:
-                _log.warning("not ready: %s failing", ", ".join(sorted(failing)))
-            elif not first_round:
-                _log.info("ready again")
-        if first_round or bool(failing) != bool(previous):
-            self._on_change(not failing)
-        return not failing
+            first_round, self._failing, previous = self._failing is None, failing, self._failing
+            if failing != previous:
+                if failing:
+                    _log.warning("not ready: %s failing", ", ".join(sorted(failing)))
+                elif not first_round:
+                    _log.info("ready again")
+            if first_round or bool(failing) != bool(previous):
+                self._on_change(not failing)
+            return not failing
 
     def start(self) -> None:
         """Checks once now (so a server starts with a true status), then every interval on a daemon thread."""
