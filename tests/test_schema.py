@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,23 @@ def test_migrating_twice_changes_nothing(fresh_database_url: str) -> None:
         assert current_revision(database.engine) == head_revision()
     finally:
         database.dispose()
+
+
+def test_two_servers_migrating_at_once_take_turns(fresh_database_url: str) -> None:
+    databases = [Database(fresh_database_url, pool_size=1) for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def migrate(database: Database) -> None:
+        barrier.wait(timeout=10)
+        database.migrate()
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(migrate, databases))  # re-raises either one's failure
+        assert current_revision(databases[0].engine) == head_revision()
+    finally:
+        for database in databases:
+            database.dispose()
 
 
 @pytest.mark.e2e

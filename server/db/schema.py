@@ -37,9 +37,13 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def migrate(engine: Engine) -> None:
-    """Brings the schema up to this code's head revision (a no-op when it is there)."""
-    with engine.begin() as connection:
+def migrate(engine: Engine, *, write_option: str) -> None:
+    """Brings the schema up to this code's head revision (a no-op when it is there).
+
+    Two servers started together with --migrate take turns: the second waits for the first's lock
+    (PostgreSQL advisory lock; SQLite BEGIN IMMEDIATE via `write_option`) and then finds nothing to do.
+    """
+    with engine.connect().execution_options(**{write_option: True}) as connection, connection.begin():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_MIGRATION_LOCK})
         command.upgrade(_config(connection), "head")

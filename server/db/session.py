@@ -131,7 +131,7 @@ class Database:
 
     def migrate(self) -> None:
         """Runs the Alembic migrations up to head: the only way the schema is made or changed."""
-        schema.migrate(self.engine)
+        schema.migrate(self.engine, write_option=_WRITE_OPTION)
 
     def require_current_schema(self) -> None:
         """Raises SchemaBehindError when the schema is behind this code (the message names the fix)."""
