@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -181,6 +182,20 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="clock skew allowed on exp/nbf/iat (JWT_LEEWAY_SECONDS; default 30)",
     )
+    parser.add_argument(
+        "--jwks-refresh-seconds",
+        help="how often the JWKS is refetched in the background (JWT_JWKS_REFRESH_SECONDS; default 300)",
+    )
+    parser.add_argument(
+        "--jwks-min-refetch-seconds",
+        help="at most one refetch per this many seconds for tokens naming an unknown kid "
+        "(JWT_JWKS_MIN_REFETCH_SECONDS; default 10)",
+    )
+    parser.add_argument(
+        "--jwt-verified-cache-size",
+        help="verified tokens kept so a reused token skips the signature check; 0 turns it off "
+        "(JWT_VERIFIED_CACHE_SIZE; default 10000)",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain; serve TLS (TODO_TLS_CERT; default plaintext)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (TODO_TLS_KEY)")
     return parser
@@ -229,9 +244,40 @@ def _list_setting(value: str | None) -> tuple[str, ...]:
 
 
 def _positive(name: str, value: float) -> float:
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
+
+
+def _seconds_setting(name: str, raw: str) -> float:
+    """A positive number of seconds; `name` is the flag or variable it came from, for the message."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} {raw!r} is not a number of seconds")
+    return _positive(name, value)
+
+
+def _count_setting(name: str, raw: str) -> int:
+    """A whole number, 0 or more; `name` is the flag or variable it came from, for the message."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} {raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
+def _flag_or_variable(
+    flag_value: str | None, flag: str, env: Mapping[str, str], variable: str, default: str
+) -> tuple[str, str]:
+    """The raw value and where it came from (the flag, else the variable, else the default)."""
+    if flag_value is not None:
+        return flag, flag_value
+    return variable, env.get(variable, default)
 
 
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -274,6 +320,21 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         )
     except ValueError as error:
         raise ConfigError(f"a number setting is not a number: {error}") from None
+    jwks_refresh_seconds = _seconds_setting(
+        *_flag_or_variable(
+            args.jwks_refresh_seconds, "--jwks-refresh-seconds", env, "JWT_JWKS_REFRESH_SECONDS", "300"
+        )
+    )
+    jwks_min_refetch_seconds = _seconds_setting(
+        *_flag_or_variable(
+            args.jwks_min_refetch_seconds, "--jwks-min-refetch-seconds", env, "JWT_JWKS_MIN_REFETCH_SECONDS", "10"
+        )
+    )
+    verified_token_cache_size = _count_setting(
+        *_flag_or_variable(
+            args.jwt_verified_cache_size, "--jwt-verified-cache-size", env, "JWT_VERIFIED_CACHE_SIZE", "10000"
+        )
+    )
     log_level = (args.log_level or env.get("TODO_LOG_LEVEL", "INFO")).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log level {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -293,6 +354,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         jwt_audience=_list_setting(args.jwt_audience or env.get("JWT_AUDIENCE")),
         jwt_algorithms=algorithms or None,
         jwt_leeway_seconds=leeway if leeway >= 0 else _positive("JWT_LEEWAY_SECONDS", leeway),
+        jwks_refresh_seconds=jwks_refresh_seconds,
+        jwks_min_refetch_seconds=jwks_min_refetch_seconds,
+        verified_token_cache_size=verified_token_cache_size,
         page_token_secret=page_secret,
         max_workers=int(_positive("--max-workers", max_workers)),
         workers=int(_positive("--workers", workers)),

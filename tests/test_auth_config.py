@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from server.app import build_verifier
 from server.config import ConfigError, load_settings
+from tests.support import mint_token
 
 PAGE = {"TODO_PAGE_TOKEN_SECRET": "p" * 32}
 
@@ -65,3 +67,57 @@ def test_hs256_secret_alone_keeps_working() -> None:
     settings = load_settings([], {"BETTER_AUTH_SECRET": "s" * 32})
     assert settings.jwks_url() is None
     assert len(settings.page_token_key()) == 32
+
+
+def test_jwks_refresh_refetch_and_token_cache_have_defaults() -> None:
+    settings = load_settings([], {"BETTER_AUTH_URL": "https://app.example", **PAGE})
+    assert settings.jwks_refresh_seconds == 300
+    assert settings.jwks_min_refetch_seconds == 10
+    assert settings.verified_token_cache_size == 10_000
+
+
+def test_jwks_refresh_refetch_and_token_cache_come_from_variables_and_flags() -> None:
+    env = {
+        "BETTER_AUTH_URL": "https://app.example",
+        "JWT_JWKS_REFRESH_SECONDS": "60",
+        "JWT_JWKS_MIN_REFETCH_SECONDS": "2.5",
+        "JWT_VERIFIED_CACHE_SIZE": "500",
+        **PAGE,
+    }
+    from_env = load_settings([], env)
+    assert (from_env.jwks_refresh_seconds, from_env.jwks_min_refetch_seconds) == (60, 2.5)
+    assert from_env.verified_token_cache_size == 500
+    argv = ["--jwks-refresh-seconds", "120", "--jwks-min-refetch-seconds", "30", "--jwt-verified-cache-size", "0"]
+    from_flags = load_settings(argv, env)
+    assert (from_flags.jwks_refresh_seconds, from_flags.jwks_min_refetch_seconds) == (120, 30)
+    assert from_flags.verified_token_cache_size == 0  # 0 turns the cache off
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        pytest.param({"JWT_JWKS_REFRESH_SECONDS": "0"}, "REFRESH_SECONDS must be positive", id="refresh-0"),
+        pytest.param({"JWT_JWKS_REFRESH_SECONDS": "soon"}, "JWT_JWKS_REFRESH_SECONDS 'soon'", id="refresh-text"),
+        pytest.param(
+            {"JWT_JWKS_MIN_REFETCH_SECONDS": "0"}, "JWT_JWKS_MIN_REFETCH_SECONDS must be positive", id="refetch-0"
+        ),
+        pytest.param(
+            {"JWT_JWKS_MIN_REFETCH_SECONDS": "inf"}, "REFETCH_SECONDS 'inf' is not a number", id="refetch-inf"
+        ),
+        pytest.param({"JWT_VERIFIED_CACHE_SIZE": "-1"}, "CACHE_SIZE must be 0 or more", id="cache-neg"),
+        pytest.param({"JWT_VERIFIED_CACHE_SIZE": "1e3"}, "JWT_VERIFIED_CACHE_SIZE '1e3'", id="cache-not-int"),
+    ],
+)
+def test_unworkable_jwks_and_cache_settings_are_refused(env: dict[str, str], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        load_settings([], {"BETTER_AUTH_URL": "https://app.example", **PAGE, **env})
+
+
+@pytest.mark.parametrize(("size", "kept"), [("2", 2), ("0", 0)])
+def test_verified_cache_size_bounds_the_cache(size: str, kept: int) -> None:
+    secret = "s" * 32
+    verifier = build_verifier(load_settings(["--jwt-verified-cache-size", size], {"BETTER_AUTH_SECRET": secret}))
+    for user in ("ann", "ben", "cat"):
+        assert verifier.verify(mint_token(secret.encode(), user)).user_id == user
+    assert verifier.cache is not None
+    assert len(verifier.cache) == kept

@@ -80,6 +80,11 @@ class TokenVerifier:
         require = ["exp", "sub"] + (["iss"] if issuer else []) + (["aud"] if self._audience else [])
         self._options: dict[str, Any] = {"require": require}
 
+    @property
+    def cache(self) -> VerifiedTokenCache | None:
+        """The verified-token cache, if any (for tests and operators' tools)."""
+        return self._cache
+
     def verify(self, token: str) -> Identity:
         """The identity `token` proves; raises Unauthenticated with a TOKEN_* reason otherwise."""
         if len(token) > MAX_TOKEN_BYTES or _COMPACT_JWS.fullmatch(token) is None:

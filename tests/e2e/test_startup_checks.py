@@ -138,3 +138,26 @@ def test_check_config_prints_the_effective_settings_with_secrets_masked(tmp_path
     assert settings["tracing"] == "True"
     assert GOOD_SECRET not in result.stdout + result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_check_config_shows_the_jwks_and_token_cache_settings(tmp_path: Path) -> None:
+    result = todo_server(
+        tmp_path,
+        "--check-config",
+        "--jwks-min-refetch-seconds",
+        "2.5",
+        BETTER_AUTH_URL="https://app.example",
+        TODO_PAGE_TOKEN_SECRET=GOOD_SECRET,
+        JWT_JWKS_REFRESH_SECONDS="60",
+        JWT_VERIFIED_CACHE_SIZE="500",
+    )
+    assert result.returncode == 0, result.stderr
+    settings = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert settings["jwks_refresh_seconds"] == "60.0"
+    assert settings["jwks_min_refetch_seconds"] == "2.5"
+    assert settings["verified_token_cache_size"] == "500"
+
+
+def test_a_bad_jwks_refresh_interval_is_refused_in_one_line(tmp_path: Path) -> None:
+    line = refusal(todo_server(tmp_path, "--jwks-refresh-seconds", "soon", BETTER_AUTH_SECRET=GOOD_SECRET))
+    assert line == "todo-server: --jwks-refresh-seconds 'soon' is not a number of seconds"
