@@ -1,13 +1,20 @@
-"""Prometheus metrics: go-grpc-prometheus's server metrics, auth failures, JWKS refreshes, the database pool."""
+"""Prometheus metrics: go-grpc-prometheus's server metrics, auth failures, JWKS refreshes, the database pool.
+
+With `--workers N` the workers write their metrics to files in one directory (prometheus_client's
+multiprocess mode) and the parent serves their sum on `--metrics-listen`: one scrape sees the whole server.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -16,6 +23,22 @@ from server.errors import TodoError, Unauthenticated
 from server.rpc_handlers import Behavior, wrap_method_handler
 
 _RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# How often a worker copies its pool's counts into the shared files (a scrape of N workers cannot ask them).
+_POOL_SAMPLE_SECONDS = 1.0
+_shared_directory: str | None = None
+
+
+def share_between_processes(directory: str) -> None:
+    """Makes every metric created from now on in this process, and in processes forked from it, write its
+    value to a file in `directory`, so that `serve_shared_metrics(directory, ...)` can serve their sum.
+
+    prometheus_client picks its value class from PROMETHEUS_MULTIPROC_DIR when it is imported; this
+    process imported it before --workers was known, so the choice is made again here, before the fork.
+    """
+    global _shared_directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.get_value_class()
+    _shared_directory = directory
 
 
 def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
@@ -40,6 +63,29 @@ class _PoolCollector(Collector):
         connections.add_metric(["idle"], self._pool.checkedin())
         yield connections
         yield GaugeMetricFamily("todo_db_pool_size", "Connections the pool keeps open at most.", self._pool.size())
+
+
+def _start_pool_sampler(pool: Any, registry: CollectorRegistry) -> None:
+    """Copies `pool`'s counts into shared gauges every second, for a parent that serves the workers' sum."""
+    connections = Gauge(
+        "todo_db_pool_connections", "Database connections in the pool by state.", ["state"],
+        registry=registry, multiprocess_mode="livesum",
+    )  # fmt: skip
+    checked_out, idle = connections.labels("checked_out"), connections.labels("idle")
+    size = Gauge(
+        "todo_db_pool_size", "Connections the pool keeps open at most.", registry=registry,
+        multiprocess_mode="livesum",
+    )  # fmt: skip
+    size.set(pool.size())
+
+    def sample() -> None:
+        while True:
+            checked_out.set(pool.checkedout())
+            idle.set(pool.checkedin())
+            time.sleep(_POOL_SAMPLE_SECONDS)
+
+    # A daemon: it only reads two numbers, and the worker process ends with its server.
+    threading.Thread(target=sample, name="pool-metrics", daemon=True).start()
 
 
 class ServerMetrics:
@@ -71,9 +117,21 @@ class ServerMetrics:
             registry=self.registry,
         )  # fmt: skip
 
+        self.msg_received = Counter(
+            "grpc_server_msg_received_total", "RPC stream messages received on the server.", _RPC_LABELS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.msg_sent = Counter(
+            "grpc_server_msg_sent_total", "gRPC stream messages sent on the server.", _RPC_LABELS,
+            registry=self.registry,
+        )  # fmt: skip
+
     def watch_pool(self, pool: Any) -> None:
-        """Reports `pool`'s connections at every scrape."""
-        self.registry.register(_PoolCollector(pool))
+        """Reports `pool`'s connections at every scrape (with --workers: as sampled every second)."""
+        if _shared_directory is None:
+            self.registry.register(_PoolCollector(pool))
+        elif hasattr(pool, "checkedout"):
+            _start_pool_sampler(pool, self.registry)
 
     def record_error(self, error: TodoError) -> None:
         """Counts a domain error on its way to the caller (only its class and reason, nothing it carries)."""
@@ -88,7 +146,7 @@ class ServerMetrics:
 class _MethodMetrics:
     """One method's label children, made once so a call only increments and observes."""
 
-    __slots__ = ("_handled", "_labels", "_metrics", "handling_seconds", "started")
+    __slots__ = ("_handled", "_labels", "_metrics", "handling_seconds", "received", "sent", "started")
 
     def __init__(self, metrics: ServerMetrics, labels: tuple[str, str, str]) -> None:
         self._metrics = metrics
@@ -96,6 +154,8 @@ class _MethodMetrics:
         self._handled: dict[grpc.StatusCode, Any] = {}
         self.started = metrics.started.labels(*labels)
         self.handling_seconds = metrics.handling_seconds.labels(*labels)
+        self.received = metrics.msg_received.labels(*labels)
+        self.sent = metrics.msg_sent.labels(*labels)
 
     def handled(self, code: grpc.StatusCode) -> Any:
         child = self._handled.get(code)
@@ -104,10 +164,19 @@ class _MethodMetrics:
         return child
 
 
-def _finished(per_method: _MethodMetrics, context: grpc.ServicerContext, started: float, failed: bool) -> None:
+def _finished(
+    per_method: _MethodMetrics, context: grpc.ServicerContext, started: float, failed: bool
+) -> grpc.StatusCode:
     per_method.handling_seconds.observe(time.perf_counter() - started)
     code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
     per_method.handled(code).inc()
+    return code
+
+
+def _counted(requests: Iterable[Any], received: Any) -> Iterator[Any]:
+    for request in requests:
+        received.inc()
+        yield request
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
@@ -131,16 +200,26 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         per_method = self._method_metrics(handler_call_details.method, handler)
+        received, sent = per_method.received, per_method.sent
+        request_streaming = handler.request_streaming
 
+        # As go-grpc-prometheus: a unary request counts as received when the call starts, a unary response
+        # as sent when the call succeeds; streamed messages count one by one.
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
             if response_streaming:
 
                 def streaming(request: Any, context: grpc.ServicerContext) -> Any:
                     per_method.started.inc()
+                    if request_streaming:
+                        request = _counted(request, received)
+                    else:
+                        received.inc()
                     started = time.perf_counter()
                     failed = True
                     try:
-                        yield from behavior(request, context)
+                        for response in behavior(request, context):
+                            yield response
+                            sent.inc()
                         failed = False
                     finally:
                         _finished(per_method, context, started, failed)
@@ -149,6 +228,10 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 per_method.started.inc()
+                if request_streaming:
+                    request = _counted(request, received)
+                else:
+                    received.inc()
                 started = time.perf_counter()
                 failed = True
                 try:
@@ -156,7 +239,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     failed = False
                     return response
                 finally:
-                    _finished(per_method, context, started, failed)
+                    if _finished(per_method, context, started, failed) is grpc.StatusCode.OK:
+                        sent.inc()
 
             return unary
 
@@ -165,11 +249,40 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 def serve_metrics(metrics: ServerMetrics, listen: str) -> Any:
     """Starts the `/metrics` HTTP endpoint on `listen` (host:port, `[::]:9464`); returns the WSGI server."""
+    return _serve(metrics.registry, listen)
+
+
+def serve_shared_metrics(directory: str, listen: str) -> Any:
+    """Serves on `listen` the sum of the metrics every process sharing `directory` has written."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return _serve(registry, listen)
+
+
+def check_metrics_address(listen: str) -> None:
+    """Raises the ConfigError that serving on `listen` would, without serving: --workers checks before it forks."""
+    host, port = _host_and_port(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server will
+            probe.bind((host, port))
+    except OSError as error:
+        raise ConfigError(f"cannot serve metrics on {listen!r}: {error.strerror}; pick a free port") from None
+
+
+def _host_and_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     try:
-        httpd, _thread = start_http_server(int(port), host.strip("[]") or "0.0.0.0", metrics.registry)  # noqa: S104
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
     except ValueError:
         raise ConfigError(f"--metrics-listen {listen!r} is not host:port (for example 0.0.0.0:9464)") from None
+
+
+def _serve(registry: CollectorRegistry, listen: str) -> Any:
+    host, port = _host_and_port(listen)
+    try:
+        httpd, _thread = start_http_server(port, host, registry)
     except OSError as error:
         raise ConfigError(f"cannot serve metrics on {listen!r}: {error.strerror}; pick a free port") from None
     return httpd

@@ -6,12 +6,15 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
 from server.config import ConfigError, Settings
 from server.db.session import Database
+from server.metrics import check_metrics_address, serve_shared_metrics, share_between_processes
 
 _log = logging.getLogger("todo.server")
 
@@ -50,8 +53,6 @@ def run_workers(settings: Settings, serve: Callable[[Settings], int], stopping: 
     `stopping` (set by the parent's signal handlers) sends SIGTERM to every worker, which drains as
     one server would. A worker that dies stops the others: a half-size pool should not pass for healthy.
     """
-    if settings.metrics_listen is not None:
-        raise ConfigError("--metrics-listen does not work with --workers > 1 yet: workers would share its port")
     # Migrate (with --migrate) and check the schema once, here, rather than N times in a race.
     database = Database(settings.database_url, pool_size=1)
     try:
@@ -61,11 +62,39 @@ def run_workers(settings: Settings, serve: Callable[[Settings], int], stopping: 
     finally:
         database.dispose()
     settings = dataclasses.replace(settings, migrate=False)
+    with _shared_metrics_directory(settings.metrics_listen) as metrics_directory:
+        return _fork_workers(settings, serve, stopping, metrics_directory)
+
+
+@contextlib.contextmanager
+def _shared_metrics_directory(metrics_listen: str | None) -> Iterator[str | None]:
+    """With --metrics-listen, a fresh directory the workers write their metrics to (removed at the end)."""
+    if metrics_listen is None:
+        yield None
+        return
+    check_metrics_address(metrics_listen)  # a taken port stops the start before any worker exists
+    directory = tempfile.mkdtemp(prefix="todo-metrics-")
+    try:
+        share_between_processes(directory)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _fork_workers(
+    settings: Settings,
+    serve: Callable[[Settings], int],
+    stopping: threading.Event,
+    metrics_directory: str | None,
+) -> int:
     # fork, before this process has made any grpc object: each worker builds its own server.
     context = multiprocessing.get_context("fork")
     with reserved_port(settings.listen) as port:
         host, _ = _host_and_port(settings.listen)
-        shared = dataclasses.replace(settings, listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        # The workers do not serve metrics themselves: this process serves their sum.
+        shared = dataclasses.replace(
+            settings, listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}", metrics_listen=None
+        )
         workers = [
             context.Process(target=_exit_with, args=(serve, shared), name=f"todo-worker-{n}", daemon=False)
             for n in range(settings.workers)
@@ -73,19 +102,36 @@ def run_workers(settings: Settings, serve: Callable[[Settings], int], stopping: 
         for worker in workers:
             worker.start()
         _log.info("started %d workers sharing port %d", len(workers), port)
-        while not stopping.wait(0.5):
-            if any(not worker.is_alive() for worker in workers):
-                _log.error("a worker exited; stopping the others")
-                break
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()  # SIGTERM: the worker drains in-flight calls, then exits 0
-        for worker in workers:
-            worker.join(settings.grace_seconds + 10)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+        metrics_server = None
+        try:
+            if metrics_directory is not None and settings.metrics_listen is not None:
+                # Started after the fork, so no worker inherits its socket or its thread.
+                metrics_server = serve_shared_metrics(metrics_directory, settings.metrics_listen)
+                _log.info(
+                    "serving Prometheus metrics of all %d workers on %s (port %d)",
+                    len(workers), settings.metrics_listen, metrics_server.server_port,
+                )  # fmt: skip
+            while not stopping.wait(0.5):
+                if any(not worker.is_alive() for worker in workers):
+                    _log.error("a worker exited; stopping the others")
+                    break
+        finally:
+            _stop(workers, settings.grace_seconds)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
     return 0 if stopping.is_set() and all(worker.exitcode == 0 for worker in workers) else 1
+
+
+def _stop(workers: list[multiprocessing.process.BaseProcess], grace_seconds: float) -> None:
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: the worker drains in-flight calls, then exits 0
+    for worker in workers:
+        worker.join(grace_seconds + 10)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 def _exit_with(serve: Callable[[Settings], int], settings: Settings) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
@@ -44,6 +46,16 @@ def scrape(server: TodoServer) -> Samples:
     }
 
 
+def wait_for_scrape(server: TodoServer, ready: Callable[[Samples], float], seconds: float = 10) -> Samples:
+    """A scrape where `ready` holds: a cancelled stream is counted when its handler notices, a moment later."""
+    deadline = time.monotonic() + seconds
+    while True:
+        samples = scrape(server)
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -75,6 +87,11 @@ def test_calls_are_counted_by_method_and_code(
     assert delta("grpc_server_started_total", **rpc("GetTask")) == 1
     assert delta("grpc_server_handled_total", **rpc("GetTask"), grpc_code="NOT_FOUND") == 1
     assert delta("grpc_server_handled_total", **rpc("GetTask"), grpc_code="OK") == 0
+    # As go-grpc-prometheus counts them: a unary call receives one message, and sends one only if it succeeds.
+    assert delta("grpc_server_msg_received_total", **rpc("CreateTask")) == 3
+    assert delta("grpc_server_msg_sent_total", **rpc("CreateTask")) == 3
+    assert delta("grpc_server_msg_received_total", **rpc("GetTask")) == 1
+    assert delta("grpc_server_msg_sent_total", **rpc("GetTask")) == 0
 
 
 def test_auth_failures_are_counted_by_reason(
@@ -111,6 +128,39 @@ def test_public_health_calls_are_counted_too(metrics_server: TodoServer) -> None
     with grpc.insecure_channel(f"127.0.0.1:{metrics_server.port}") as channel:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
     assert value(scrape(metrics_server), "grpc_server_handled_total", **labels, grpc_code="OK") == before + 1
+
+
+def test_streamed_messages_are_counted_one_by_one(metrics_server: TodoServer) -> None:
+    watch = {"grpc_type": "server_stream", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Watch"}
+    reflect = {
+        "grpc_type": "bidi_stream",
+        "grpc_service": "grpc.reflection.v1alpha.ServerReflection",
+        "grpc_method": "ServerReflectionInfo",
+    }
+    before = scrape(metrics_server)
+    with grpc.insecure_channel(f"127.0.0.1:{metrics_server.port}") as channel:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        metrics_server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        metrics_server.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        stream.cancel()
+        questions = [reflection_pb2.ServerReflectionRequest(list_services="")] * 2
+        answers = list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter(questions)))
+        assert len(answers) == 2
+    after = wait_for_scrape(
+        metrics_server, lambda samples: value(samples, "grpc_server_handled_total", **watch, grpc_code="CANCELLED")
+    )
+
+    def delta(name: str, labels: dict[str, str]) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("grpc_server_msg_received_total", watch) == 1
+    assert delta("grpc_server_msg_sent_total", watch) == 3
+    assert delta("grpc_server_msg_received_total", reflect) == 2
+    assert delta("grpc_server_msg_sent_total", reflect) == 2
+    assert delta("grpc_server_handled_total", reflect | {"grpc_code": "OK"}) == 1
 
 
 def test_jwks_refreshes_and_database_pool_are_reported(

@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,23 +70,25 @@ def test_an_unopenable_sqlite_file_is_refused(tmp_path: Path) -> None:
     assert "unable to open database file" in line
 
 
-def test_a_metrics_address_in_use_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_address_in_use_is_refused(tmp_path: Path, workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         db = f"sqlite:///{tmp_path}/todo.db"
+        started = time.monotonic()
         line = refusal(
             todo_server(
                 tmp_path,
-                "--metrics-listen",
-                address,
+                *("--metrics-listen", address, "--workers", workers),
                 BETTER_AUTH_SECRET=GOOD_SECRET,
                 DATABASE_URL=db,
                 TODO_MIGRATE="1",
             )
         )
-    assert f"cannot serve metrics on '{address}'" in line
+    assert line == f"todo-server: cannot serve metrics on '{address}': Address already in use; pick a free port"
+    assert time.monotonic() - started < 10  # refused before any worker is forked, not after draining them
 
 
 def test_an_unreadable_tls_file_is_refused(tmp_path: Path) -> None:

@@ -1,14 +1,21 @@
-"""`todo-server --workers N`: N processes share one port; a server without --workers cannot join them."""
+"""`todo-server --workers N`: N processes share one port and one metrics endpoint; no outsider can join them."""
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+from todo.v1 import task_service_pb2 as pb
+from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from tests.e2e.conftest import BIN, run, start_server, stop_server
+from tests.support import failure_of, mint_token
 
 
 def _wait_for(predicate, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
@@ -41,3 +48,78 @@ def test_two_workers_serve_one_port_and_drain_on_sigterm(tmp_path: Path):
         code = stop_server(server)
     assert code == 0
     assert server.log().count("stopped") == 2
+
+
+def _scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _started_per_worker(metrics_directory: Path) -> list[float]:
+    """CreateTask starts counted by each worker, read from its own file of the shared directory."""
+    counts = []
+    for path in sorted(metrics_directory.glob("counter_*.db")):
+        families = MultiProcessCollector.merge([str(path)])
+        counts.append(
+            sum(
+                sample.value
+                for family in families
+                for sample in family.samples
+                if sample.name == "grpc_server_started_total" and sample.labels["grpc_method"] == "CreateTask"
+            )
+        )
+    return counts
+
+
+def test_metrics_listen_serves_the_sum_of_all_workers(tmp_path: Path):
+    server = start_server(
+        tmp_path,
+        *("--workers", "2", "--max-workers", "3", "--metrics-listen", "127.0.0.1:0"),
+        env={"TMPDIR": str(tmp_path)},  # where the parent makes the workers' metrics directory
+    )
+    try:
+        assert _wait_for(lambda: server.log().count(f"(port {server.port})") == 2), server.log()
+        metrics_port = int(re.search(r"metrics of all 2 workers on \S+ \(port (\d+)\)", server.log()).group(1))
+        token = mint_token(server.secret.encode(), "alice")
+        calls, refused = 40, 6
+        for n in range(calls + refused):
+            # A channel of its own, so a connection of its own: the kernel spreads connections over workers.
+            with grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                stub = pb_grpc.TaskServiceStub(channel)
+                request = pb.CreateTaskRequest(parent="users/me", task=pb.Task(title=f"task {n}"))
+                if n < calls:
+                    stub.CreateTask(request, metadata=[("authorization", f"Bearer {token}")], timeout=10)
+                else:
+                    refusal = failure_of(lambda s=stub, r=request: s.CreateTask(r, timeout=10))
+                    assert refusal.reason == "TOKEN_MISSING"
+
+        (metrics_directory,) = tmp_path.glob("todo-metrics-*")
+        per_worker = _started_per_worker(metrics_directory)
+        assert len(per_worker) == 2
+        assert all(count > 0 for count in per_worker), per_worker  # both workers served calls
+        create = {"grpc_type": "unary", "grpc_service": "todo.v1.TaskService", "grpc_method": "CreateTask"}
+        # Both workers' pools (3 connections each) are in the sum once each has sampled its pool.
+        assert _wait_for(lambda: _scrape(metrics_port).get(("todo_db_pool_size", frozenset())) == 6)
+        samples = _scrape(metrics_port)
+
+        def value(name: str, **labels: str) -> float:
+            return samples.get((name, frozenset(labels.items())), 0.0)
+
+        assert sum(per_worker) == calls + refused
+        assert value("grpc_server_started_total", **create) == calls + refused
+        assert value("grpc_server_handled_total", **create, grpc_code="OK") == calls
+        assert value("grpc_server_handled_total", **create, grpc_code="UNAUTHENTICATED") == refused
+        assert value("grpc_server_msg_received_total", **create) == calls + refused
+        assert value("grpc_server_msg_sent_total", **create) == calls
+        assert value("grpc_server_handling_seconds_count", **create) == calls + refused
+        assert value("todo_auth_failures_total", reason="TOKEN_MISSING") == refused
+        assert value("todo_db_pool_connections", state="checked_out") == 0
+    finally:
+        code = stop_server(server)
+    assert code == 0
+    assert not list(tmp_path.glob("todo-metrics-*"))  # the parent removes the shared directory
