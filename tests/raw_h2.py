@@ -1,0 +1,75 @@
+"""One gRPC call over raw HTTP/2 (the h2 library), for headers that grpcio's client will not send."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import deque
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+from google.protobuf.message import Message
+
+
+def raw_grpc_call(
+    port: int, path: str, request: Message, headers: list[tuple[bytes, bytes]], *, ack_settings_first: bool
+) -> dict[bytes, bytes]:
+    """The response headers and trailers of one unary call to 127.0.0.1:`port` carrying `headers` as given.
+
+    `ack_settings_first`: wait for the server's SETTINGS and acknowledge them before sending, as grpcio and
+    grpc-go do; without it the request goes out at once, as a client in a hurry (or an attacker) may send it.
+    """
+    config = h2.config.H2Configuration(
+        client_side=True,
+        validate_outbound_headers=False,  # non-ASCII values are the point of some of these calls
+        normalize_outbound_headers=False,
+        validate_inbound_headers=False,
+    )
+    connection = h2.connection.H2Connection(config)
+    # Raw header bytes (no Huffman coding), so the server gets exactly what we say and encoding 1 MB is fast.
+    encode = connection.encoder.encode
+    connection.encoder.encode = lambda fields, huffman=True: encode(fields, huffman=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        connection.initiate_connection()
+        sock.sendall(connection.data_to_send())
+        if ack_settings_first:
+            acked = False
+            while not acked:
+                events = connection.receive_data(sock.recv(65536))
+                acked = any(isinstance(event, h2.events.SettingsAcknowledged) for event in events)
+                sock.sendall(connection.data_to_send())
+        # h2 would refuse to send more than the server's SETTINGS_MAX_HEADER_LIST_SIZE: sending it anyway
+        # is what these calls test.
+        connection.remote_settings._settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] = deque([1 << 30])
+        stream_id = connection.get_next_available_stream_id()
+        connection.send_headers(
+            stream_id,
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", path.encode()),
+                (b":authority", f"127.0.0.1:{port}".encode()),
+                (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
+                *headers,
+            ],
+        )
+        body = request.SerializeToString()
+        connection.send_data(stream_id, struct.pack(">BI", 0, len(body)) + body, end_stream=True)
+        sock.sendall(connection.data_to_send())
+        received: dict[bytes, bytes] = {}
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return received
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    received.update(dict(event.headers))
+                if (
+                    isinstance(event, h2.events.StreamEnded | h2.events.StreamReset)
+                    and event.stream_id == stream_id
+                ):
+                    return received
+            sock.sendall(connection.data_to_send())
