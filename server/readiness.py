@@ -15,7 +15,7 @@ Check = Callable[[], bool]
 class Readiness:
     """Ready when every named check passes within the interval. `on_change(ready)` is called on each flip.
 
-    Add checks before `start()`, e.g. `readiness.add_check("jwks", fetcher.has_keys)`. Each check runs on
+    Add checks before `start()`, e.g. `readiness.add_check("database", database.ping)`. Each check runs on
     a thread of its own; one that raises, returns false, or has not answered within `interval_seconds`
     (a database that hangs instead of refusing) counts as failing until it answers true again.
     """
