@@ -168,9 +168,14 @@ def _finished(
     per_method: _MethodMetrics, context: grpc.ServicerContext, started: float, failed: bool
 ) -> grpc.StatusCode:
     per_method.handling_seconds.observe(time.perf_counter() - started)
-    code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+    code = context.code() or (_failure_code(context) if failed else grpc.StatusCode.OK)
     per_method.handled(code).inc()
     return code
+
+
+def _failure_code(context: grpc.ServicerContext) -> grpc.StatusCode:
+    # A stream the client cancelled ends with GeneratorExit and no code set: count it as go-grpc-prometheus does.
+    return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
 
 
 def _counted(requests: Iterable[Any], received: Any) -> Iterator[Any]:
@@ -218,11 +223,12 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     failed = True
                     try:
                         for response in behavior(request, context):
+                            sent.inc()  # on hand-over: after the yield would miss a last one cut by a cancel
                             yield response
-                            sent.inc()
                         failed = False
                     finally:
-                        _finished(per_method, context, started, failed)
+                        # A cancelled stream may also just end (health Watch does): it failed all the same.
+                        _finished(per_method, context, started, failed or not context.is_active())
 
                 return streaming
 

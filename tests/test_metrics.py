@@ -161,6 +161,8 @@ def test_streamed_messages_are_counted_one_by_one(metrics_server: TodoServer) ->
     assert delta("grpc_server_msg_received_total", reflect) == 2
     assert delta("grpc_server_msg_sent_total", reflect) == 2
     assert delta("grpc_server_handled_total", reflect | {"grpc_code": "OK"}) == 1
+    assert delta("grpc_server_handled_total", watch | {"grpc_code": "CANCELLED"}) == 1
+    assert delta("grpc_server_handled_total", watch | {"grpc_code": "UNKNOWN"}) == 0
 
 
 def test_jwks_refreshes_and_database_pool_are_reported(
