@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,7 @@ from bench.profile import Profile, record, summarize
 from bench.scratch_postgres import scratch_database
 
 BIN = processes.BIN
+WARM_UP_SECONDS = 1.0
 MAX_WORKERS = 16  # todo-server's default thread pool, given to the bare server too
 
 
@@ -42,6 +43,8 @@ class Target:
     expected_bytes: float | None = None
     byte_tolerance: float = 0.0
     results: dict[int, list[Result]] = field(default_factory=dict)
+    # Server CPU time per call, each round: what a call costs the server, whatever else the machine runs.
+    cpu_us_per_call: dict[int, list[float]] = field(default_factory=dict)
 
     def load(self, concurrency: int, seconds: float) -> Load:
         if self.call is None:
@@ -248,13 +251,19 @@ class Bench:
         for round_number in range(1, opts.rounds + 1):
             for target in self.targets:  # alternate targets within each round, so drift hits them all alike
                 for concurrency in opts.concurrency:
-                    result = run_load(target.load(concurrency, opts.seconds))
+                    load = target.load(concurrency, opts.seconds)
+                    run_load(replace(load, seconds=WARM_UP_SECONDS), warm_up_seconds=0)
+                    cpu_before = target.server.cpu_seconds()
+                    result = run_load(load, warm_up_seconds=0)
+                    cpu_us = (target.server.cpu_seconds() - cpu_before) / max(result.done, 1) * 1e6
                     self._check_bytes(target, result)
                     target.results.setdefault(concurrency, []).append(result)
+                    target.cpu_us_per_call.setdefault(concurrency, []).append(cpu_us)
                     _log(
                         f"round {round_number} {target.key:>9} c={concurrency:<3} "
                         f"{result.requests_per_second:9.0f} req/s"
                         f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:7.2f} ms"
+                        f"  server CPU {cpu_us:5.0f} us/call"
                     )
 
     @staticmethod

@@ -41,6 +41,15 @@ class ServerProcess:
         children = [int(pid) for pid in path.read_text().split()] if path.exists() else []
         return [self.process.pid, *children]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far."""
+        ticks = 0
+        for pid in self.pids():
+            # Fields 14 and 15 of /proc/PID/stat, counted after the parenthesised command name.
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         total = 0
         for pid in self.pids():

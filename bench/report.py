@@ -50,8 +50,9 @@ def _rps(target: Target, concurrency: int) -> list[float]:
 
 def _table(targets: list[Target], levels: tuple[int, ...]) -> list[str]:
     lines = [
-        "| target | concurrency | req/s (median) | req/s each round | p50 ms | p99 ms | bytes/response |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| target | concurrency | req/s (median) | req/s each round | p50 ms | p99 ms | server CPU us/call "
+        "| bytes/response |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for target in targets:
         for concurrency in levels:
@@ -62,6 +63,7 @@ def _table(targets: list[Target], levels: tuple[int, ...]) -> list[str]:
             lines.append(
                 f"| {target.label} | {concurrency} | {_median(_rps(target, concurrency)):.0f} | {rounds} | "
                 f"{_median([r.p50_ms for r in results]):.2f} | {_median([r.p99_ms for r in results]):.2f} | "
+                f"{_median(target.cpu_us_per_call.get(concurrency, [])):.0f} | "
                 f"{results[0].data_bytes_per_response:.0f} |"
             )
     return lines
@@ -93,6 +95,29 @@ def _ratios(targets: list[Target], levels: tuple[int, ...]) -> tuple[list[str], 
                     f"({'met' if median >= ratio.goal else 'MISSED'})"
                 )
     return lines, verdicts
+
+
+def _cpu_ratios(targets: list[Target], levels: tuple[int, ...]) -> list[str]:
+    """The same ratios from server CPU per call (bottom's cost / top's): how much work a call is, which
+    other load on the machine barely moves, unlike req/s. A ratio above 1 means the top target is cheaper."""
+    by_key = {t.key: t for t in targets}
+    lines = [
+        "| ratio, by server CPU per call | concurrency | median ratio | per-round ratios |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for ratio in RATIOS:
+        top, bottom = by_key.get(ratio.numerator), by_key.get(ratio.denominator)
+        if top is None or bottom is None or ratio.numerator.startswith("w"):
+            continue  # workers add CPU on purpose: their ratio is only meaningful in req/s
+        for concurrency in levels:
+            tops, bottoms = top.cpu_us_per_call.get(concurrency, []), bottom.cpu_us_per_call.get(concurrency, [])
+            if not tops or not bottoms:
+                continue
+            per_round = ", ".join(f"{b / t:.2f}" for t, b in zip(tops, bottoms, strict=False))
+            lines.append(
+                f"| {ratio.label} | {concurrency} | {_median(bottoms) / _median(tops):.2f} | {per_round} |"
+            )
+    return lines
 
 
 def _rss(rss: RssRun | None) -> list[str]:
@@ -222,6 +247,12 @@ def render(
         *ratio_lines,
         "",
         *(f"- {verdict}" for verdict in verdicts),
+        "",
+        "The goals are judged on req/s, as the issue states them. The same ratios from the server's CPU time "
+        "per call (read from /proc before and after each timed window) show what a call costs the server "
+        "itself, which other work on a shared machine barely moves:",
+        "",
+        *_cpu_ratios(targets, levels),
         "",
         "## Memory under load",
         "",
