@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from server.call_pipeline import Layer
 from server.identity import peek_identity
 from server.rpc_handlers import Behavior, wrap_method_handler
 
@@ -64,7 +65,7 @@ def _finish(
     _log.info(text, fields, extra={"rpc": fields})
 
 
-class AccessLogInterceptor(grpc.ServerInterceptor):
+class AccessLogInterceptor(Layer):
     """Outermost but for tracing, so it sees auth failures and the final status of every call.
 
     `trace_id_of`, given when tracing is on, names the call's trace in its line, to go from log to trace.
@@ -73,12 +74,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
     def __init__(self, *, trace_id_of: Callable[[], str] | None = None) -> None:
         self._trace_id_of = trace_id_of
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         trace_id_of = self._trace_id_of
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
@@ -86,7 +82,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
 
                 def streaming(request: Any, context: grpc.ServicerContext) -> Any:
                     started = time.perf_counter()
-                    request_id = request_id_of(metadata)
+                    request_id = request_id_of(context.invocation_metadata())
                     failed = True
                     try:
                         yield from behavior(request, context)
@@ -98,7 +94,7 @@ class AccessLogInterceptor(grpc.ServerInterceptor):
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
                 started = time.perf_counter()
-                request_id = request_id_of(metadata)
+                request_id = request_id_of(context.invocation_metadata())
                 failed = True
                 try:
                     response = behavior(request, context)

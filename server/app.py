@@ -19,6 +19,7 @@ from server.auth.interceptor import AuthInterceptor
 from server.auth.jwks import JwksCache
 from server.auth.tokens import TokenVerifier
 from server.auth.verified_cache import VerifiedTokenCache
+from server.call_pipeline import CallPipeline, Layer
 from server.config import ConfigError, Settings, masked_database_url
 from server.db.repository import TaskRepository
 from server.db.session import Database
@@ -159,6 +160,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     page_token_key = settings.page_token_key()
     closers: list[Callable[[], Any]] = []
     interceptors: list[grpc.ServerInterceptor] = []
+    layers: list[Layer] = []
     trace_id_of = None
     if tracer_provider is None and settings.tracing:
         from server.tracing import otlp_tracer_provider
@@ -168,7 +170,8 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     if tracer_provider is not None:
         from server.tracing import SpanStatusInterceptor, current_trace_id, tracing_interceptor
 
-        interceptors += [tracing_interceptor(tracer_provider), SpanStatusInterceptor()]
+        interceptors.append(tracing_interceptor(tracer_provider))
+        layers.append(SpanStatusInterceptor())
         trace_id_of = current_trace_id
     database = _open_database(settings)
     closers.append(database.dispose)
@@ -177,12 +180,18 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
         interceptors=[
             *interceptors,
-            MetricsInterceptor(metrics),
-            AccessLogInterceptor(trace_id_of=trace_id_of),
-            ErrorStatusInterceptor(on_error=metrics.record_error),
-            AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
-            DeadlineInterceptor(),
-            RequestDecodingInterceptor(),
+            # Outermost first. One interceptor for all of them: each method's handler is built once.
+            CallPipeline(
+                [
+                    *layers,
+                    MetricsInterceptor(metrics),
+                    AccessLogInterceptor(trace_id_of=trace_id_of),
+                    ErrorStatusInterceptor(on_error=metrics.record_error),
+                    AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
+                    DeadlineInterceptor(),
+                    RequestDecodingInterceptor(),
+                ]
+            ),
         ],
         options=server_options(share_port=settings.workers > 1),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,

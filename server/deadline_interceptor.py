@@ -5,16 +5,14 @@ from __future__ import annotations
 import grpc
 
 from server.call_deadline import set_call_deadline
+from server.call_pipeline import Layer
 from server.rpc_handlers import Behavior, wrap_method_handler
 
 
-class DeadlineInterceptor(grpc.ServerInterceptor):
+class DeadlineInterceptor(Layer):
     """Records each call's deadline (grpc's `time_remaining()`) where the data layer can read it."""
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
         def wrap(behavior: Behavior, _response_streaming: bool) -> Behavior:
             def call(request: object, context: grpc.ServicerContext) -> object:

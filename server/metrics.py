@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from server.call_pipeline import Layer
 from server.config import ConfigError
 from server.errors import TodoError, Unauthenticated
 from server.rpc_handlers import Behavior, wrap_method_handler
@@ -184,7 +185,7 @@ def _counted(requests: Iterable[Any], received: Any) -> Iterator[Any]:
         yield request
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
+class MetricsInterceptor(Layer):
     """Outermost, so it counts every call with the status its caller got (auth failures included)."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
@@ -200,11 +201,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             )
         return per_method
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        per_method = self._method_metrics(handler_call_details.method, handler)
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        per_method = self._method_metrics(method, handler)
         received, sent = per_method.received, per_method.sent
         request_streaming = handler.request_streaming
 

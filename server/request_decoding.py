@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from server.call_pipeline import Layer
 from server.errors import InvalidArgument
 from server.rpc_handlers import Behavior, wrap_method_handler
 
@@ -49,12 +50,11 @@ def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
         yield _checked(request)
 
 
-class RequestDecodingInterceptor(grpc.ServerInterceptor):
+class RequestDecodingInterceptor(Layer):
     """Innermost interceptor: undecodable request bytes reach the caller as INVALID_ARGUMENT."""
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
         request_streaming = handler.request_streaming
 

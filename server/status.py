@@ -13,6 +13,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.call_pipeline import Layer
 from server.errors import (
     Aborted,
     DeadlineExceeded,
@@ -82,7 +83,7 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return code is not None and code != grpc.StatusCode.OK
 
 
-class ErrorStatusInterceptor(grpc.ServerInterceptor):
+class ErrorStatusInterceptor(Layer):
     """Turns TodoErrors into their statuses and any other exception into a bare INTERNAL.
 
     `on_error`, if given, sees each TodoError first (the metrics count auth failures by reason there).
@@ -91,11 +92,7 @@ class ErrorStatusInterceptor(grpc.ServerInterceptor):
     def __init__(self, *, on_error: Callable[[TodoError], None] | None = None) -> None:
         self._on_error = on_error or _ignore
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         on_error = self._on_error
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:

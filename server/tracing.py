@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from server.call_pipeline import Layer
 from server.config import ConfigError
 from server.rpc_handlers import Behavior, wrap_method_handler
 
@@ -57,7 +58,7 @@ _SERVER_ERRORS = frozenset(
 )
 
 
-class SpanStatusInterceptor(grpc.ServerInterceptor):
+class SpanStatusInterceptor(Layer):
     """Puts each call's final status code on its span.
 
     OpenTelemetry's interceptor only sees `abort(code, details)`; our errors leave through
@@ -77,10 +78,7 @@ class SpanStatusInterceptor(grpc.ServerInterceptor):
 
         self._record = record
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         record = self._record
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:

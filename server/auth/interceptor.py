@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from server.auth.tokens import TOKEN_MALFORMED, TOKEN_MISSING, TokenVerifier
+from server.call_pipeline import Layer
 from server.errors import Unauthenticated
 from server.identity import set_identity
 from server.rpc_handlers import Behavior, service_of, wrap_method_handler
@@ -35,7 +36,7 @@ def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
     return token
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(Layer):
     """Verifies the caller's token for every method not in a public service, and sets the identity.
 
     Default deny: a method is public only if its service is listed in `public_services`. The token is
@@ -46,16 +47,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
         self._verifier = verifier
         self._public_services = public_services
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None or service_of(handler_call_details.method) in self._public_services:
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if service_of(method) in self._public_services:
             return handler
-        metadata = handler_call_details.invocation_metadata
         verify = self._verifier.verify
 
         def authenticated(behavior: Behavior, _response_streaming: bool) -> Behavior:
             def call(request: Any, context: grpc.ServicerContext) -> Any:
-                set_identity(verify(bearer_token(metadata)))
+                set_identity(verify(bearer_token(context.invocation_metadata())))
                 return behavior(request, context)
 
             return call
