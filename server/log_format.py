@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
+
+from server.log_writer import BackgroundLogHandler
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -26,7 +29,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_format: str) -> None:
-    """Sends every log line to stderr in `log_format` ("text" or "json")."""
-    handler = logging.StreamHandler()
+    """Sends every log line to stderr in `log_format` ("text" or "json"), written by a background thread."""
+    handler = BackgroundLogHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)

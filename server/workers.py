@@ -135,4 +135,8 @@ def _stop(workers: list[multiprocessing.process.BaseProcess], grace_seconds: flo
 
 
 def _exit_with(serve: Callable[[Settings], int], settings: Settings) -> None:
-    raise SystemExit(serve(settings))
+    try:
+        raise SystemExit(serve(settings))
+    finally:
+        # A forked worker leaves through os._exit, past atexit: write out its last log lines here.
+        logging.shutdown()
