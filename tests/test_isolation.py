@@ -7,12 +7,13 @@ import secrets
 
 import grpc
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text, update
 from todo.v1 import task_service_pb2 as pb
 
 from server.db.models import Task
 from server.db.repository import TaskRepository
-from server.db.session import CrossUserWriteError, Database
+from server.db.session import CrossUserWriteError, Database, OwnerScopeError
+from server.errors import NotFound
 from server.identity import Identity, NoIdentityError, set_identity
 from server.tasks import TaskFields
 from tests.support import User, failure_of, mint_token
@@ -139,3 +140,47 @@ def test_flush_refuses_a_row_owned_by_someone_else(database: Database) -> None:
 
     with pytest.raises(CrossUserWriteError):
         contextvars.copy_context().run(plant)
+
+
+def test_one_statement_object_reused_by_many_users_stays_scoped_to_each(database: Database) -> None:
+    """The repository builds its lookups once; the owner is bound per execution, never remembered."""
+    repository = TaskRepository(database)
+
+    def run_as(user_id, fn):  # type: ignore[no-untyped-def]
+        def inner():  # type: ignore[no-untyped-def]
+            as_user(user_id)
+            return fn()
+
+        return contextvars.copy_context().run(inner)
+
+    created = {user: run_as(user, lambda: repository.create(fields=TaskFields(title="mine"))) for user in "abc"}
+    for _ in range(3):
+        for user, record in created.items():
+            assert run_as(user, lambda record=record: repository.get(task_id=record.task_id)).owner_id == user
+            for other in created.keys() - {user}:
+                with pytest.raises(NotFound):
+                    run_as(other, lambda record=record: repository.get(task_id=record.task_id))
+
+
+def test_orm_update_and_delete_statements_are_scoped_too(database: Database) -> None:
+    as_user("alice")
+    alices = TaskRepository(database).create(fields=TaskFields(title="alice's"))
+
+    def vandalise() -> None:
+        as_user("bob")
+        with database.transaction(write=True) as session:
+            session.execute(update(Task).values(title="owned"))
+            session.execute(delete(Task))
+
+    contextvars.copy_context().run(vandalise)
+    assert TaskRepository(database).get(task_id=alices.task_id).title == "alice's"
+
+
+def test_a_statement_cannot_bring_its_own_owner_scope(database: Database) -> None:
+    def smuggle() -> None:
+        as_user("bob")
+        with database.transaction() as session:
+            session.scalars(select(Task), {"todo_scope_owner_id": "alice"}).all()
+
+    with pytest.raises(OwnerScopeError):
+        contextvars.copy_context().run(smuggle)

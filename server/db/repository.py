@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exc, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, exc, func, or_, select, tuple_
 
 from server.db.models import Task
 from server.db.session import Database
@@ -24,6 +24,10 @@ _SORT_COLUMNS: dict[SortField, Any] = {
     SortField.PRIORITY: Task.priority,
 }
 _NULLABLE_SORT_FIELDS = frozenset({SortField.DUE_TIME})
+
+# Built once: making a statement costs more than SQLAlchemy's cached run of it. The session adds the owner.
+_BY_ID = select(Task).where(Task.id == bindparam("task_id"))
+_BY_REQUEST_ID = select(Task).where(Task.request_id == bindparam("request_id"))
 
 
 def new_task_id() -> str:
@@ -147,12 +151,12 @@ class TaskRepository:
 
     def _find_by_request_id(self, request_id: str) -> TaskRecord | None:
         with self._db.transaction() as session:
-            task = session.scalars(select(Task).where(Task.request_id == request_id)).one_or_none()
+            task = session.scalars(_BY_REQUEST_ID, {"request_id": request_id}).one_or_none()
             return None if task is None else _record(task)
 
     def get(self, *, task_id: str) -> TaskRecord:
         with self._db.transaction() as session:
-            task = session.scalars(select(Task).where(Task.id == task_id)).one_or_none()
+            task = session.scalars(_BY_ID, {"task_id": task_id}).one_or_none()
             if task is None:
                 raise _not_found(task_id)
             return _record(task)
@@ -191,7 +195,7 @@ class TaskRepository:
 
     @staticmethod
     def _load_for_write(session: Any, task_id: str, etag: str | None) -> Task:
-        task = session.scalars(select(Task).where(Task.id == task_id)).one_or_none()
+        task = session.scalars(_BY_ID, {"task_id": task_id}).one_or_none()
         if task is None:
             raise _not_found(task_id)
         if etag and etag != _etag(task):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import sqlite3
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import Engine, bindparam, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.call_deadline import remaining_seconds
 from server.db import schema
-from server.db.models import OwnedByUser
+from server.db.models import Base, OwnedByUser
 from server.errors import Aborted, DeadlineExceeded, Unavailable
 from server.identity import current_user_id
 
@@ -54,15 +56,44 @@ class CrossUserWriteError(RuntimeError):
     """A flush tried to store a row owned by someone other than the caller (a bug: fail closed)."""
 
 
+# The owner filter every ORM statement on an OwnedByUser entity gets: built once, with the owner as a bound
+# parameter filled in per execution (below). A per-call closure would cost SQLAlchemy a fresh analysis of
+# the criteria on every statement (about a quarter of a GetTask), for the same SQL.
+_SCOPE_PARAMETER = "todo_scope_owner_id"
+
+
+@functools.cache
+def _owner_criteria() -> tuple[Any, ...]:
+    owned = [mapper.class_ for mapper in Base.registry.mappers if issubclass(mapper.class_, OwnedByUser)]
+    return tuple(
+        with_loader_criteria(cls, cls.owner_id == bindparam(_SCOPE_PARAMETER), include_aliases=True)
+        for cls in owned
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _scoped(statement: Any) -> Any:
+    # Statements built once (the repository's lookups by id) stay the same object, and so does their
+    # scoped copy: SQLAlchemy then finds its cache key memoized instead of recomputing it per call.
+    return statement.options(*_owner_criteria())
+
+
+class OwnerScopeError(RuntimeError):
+    """A statement tried to bring its own owner scope, or many parameter sets (a bug: fail closed)."""
+
+
 def _scope_to_caller(state: ORMExecuteState) -> None:
     if state.is_column_load or state.is_relationship_load:
         return  # loads for rows already fetched through a scoped statement
     if not (state.is_select or state.is_update or state.is_delete):
         return
     user_id = current_user_id()  # raises NoIdentityError: never run a statement unscoped
-    state.statement = state.statement.options(
-        with_loader_criteria(OwnedByUser, lambda cls: cls.owner_id == user_id, include_aliases=True)
-    )
+    parameters = state.parameters or {}
+    if not isinstance(parameters, Mapping) or _SCOPE_PARAMETER in parameters:
+        # executemany, or a caller naming the owner itself: neither is how this data layer reads rows.
+        raise OwnerScopeError("refusing a statement that sets its own owner scope")
+    state.statement = _scoped(state.statement)
+    state.parameters = {**parameters, _SCOPE_PARAMETER: user_id}
 
 
 def _refuse_foreign_rows(session: Session, _flush_context: Any, _instances: Any) -> None:
@@ -89,16 +120,26 @@ def _configure_sqlite(engine: Engine) -> None:
         # BEGIN IMMEDIATE for writes: a deferred transaction that reads and then writes can fail with
         # SQLITE_BUSY at its first write instead of waiting its turn.
         write = connection.get_execution_options().get(_WRITE_OPTION, False)
-        # Waiting for another writer's lock ends at the call's deadline, so no connection outlives its call.
-        connection.exec_driver_sql(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Straight to the driver: these two run on every call, and SQLAlchemy's statement path would cost
+        # them more than the query itself.
+        driver = connection.connection.driver_connection
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        try:
+            # Waiting for another writer's lock ends at the call's deadline: no connection outlives its call.
+            driver.execute(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
+            driver.execute(begin)
+        except sqlite3.OperationalError as error:  # "database is locked": what SQLAlchemy would have raised
+            raise exc.OperationalError(begin, None, error) from None
 
 
 def _configure_postgresql(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Every statement of the transaction (and any lock wait) ends at the call's deadline: the server
-        # cancels it, so no connection is held for a call whose caller has gone.
+        # cancels it, so no connection is held for a call whose caller has gone. A call without a deadline
+        # keeps the connection's own limit (set at connect) and saves the round trip.
+        if remaining_seconds() is None:
+            return
         connection.exec_driver_sql(f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}")
 
 
@@ -118,7 +159,10 @@ class Database:
                 "max_overflow": 0,
                 "pool_timeout": 5,  # every RPC thread has its connection; waiting longer means a leak
                 "pool_recycle": POSTGRES_POOL_RECYCLE_SECONDS,
-                "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
+                "connect_args": {
+                    "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+                    "options": f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}",
+                },
             }
         self.engine = create_engine(url, **options)
         if self.engine.dialect.name == "sqlite":
