@@ -1,8 +1,9 @@
 """`make bench`: one run, every target, same load generator; prints a table and writes docs/benchmarks.md.
 
 Knobs (environment): BENCH_SECONDS per measurement (10), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("8,64"),
-BENCH_ONLY (comma-separated target keys), BENCH_RSS_SECONDS (60; 0 skips), BENCH_PROFILE_SECONDS (10;
-0 skips), BENCH_OUTPUT (docs/benchmarks.md; empty: print only), BENCH_PG_URL (postgresql://postgres@127.0.0.1:5432).
+BENCH_MAX_WORKERS (16), BENCH_ONLY (comma-separated target keys), BENCH_RSS_SECONDS (60; 0 skips),
+BENCH_PROFILE_SECONDS (10; 0 skips), BENCH_OUTPUT (docs/benchmarks.md; empty: print only),
+BENCH_PG_URL (postgresql://postgres@127.0.0.1:5432).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from bench.scratch_postgres import scratch_database
 
 BIN = processes.BIN
 WARM_UP_SECONDS = 1.0
-MAX_WORKERS = 16  # todo-server's default thread pool, given to the bare server too
+# todo-server's default thread pool, given to the bare server too (BENCH_MAX_WORKERS tries others).
+MAX_WORKERS = int(os.environ.get("BENCH_MAX_WORKERS", "16"))
 
 
 @dataclass

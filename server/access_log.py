@@ -62,7 +62,10 @@ def _finish(
     if trace_id_of is not None:
         fields["trace_id"] = trace_id_of()
         text = _TEXT_TRACED
-    _log.info(text, fields, extra={"rpc": fields})
+    # handle(makeRecord(...)) is what _log.info does, minus the walk up the stack for a caller's file and
+    # line: always this function, and a tenth of the line's cost.
+    record = _log.makeRecord(_log.name, logging.INFO, __file__, 0, text, (fields,), None, extra={"rpc": fields})
+    _log.handle(record)
 
 
 class AccessLogInterceptor(Layer):

@@ -46,12 +46,17 @@ class Violations:
             raise InvalidArgument(self._items)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    # What Timestamp.FromDatetime computes, without its time zone round trips: 4 per task, on every read.
+    since_epoch = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000
+    )
 
 
 def task_to_proto(record: TaskRecord) -> pb.Task:
