@@ -15,7 +15,7 @@ from server.config import ConfigError, Settings, load_migrate_database_url, load
 from server.db.schema import SchemaBehindError, head_revision
 from server.db.session import Database
 from server.log_format import configure_logging
-from server.workers import run_workers
+from server.workers import STOP_SIGNALS, run_workers
 
 _log = logging.getLogger("todo.server")
 
@@ -43,8 +43,10 @@ def _refuse(error: Exception) -> int:
 
 def _stop_on_signals() -> threading.Event:
     stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stopping.set())
+    # A forked worker starts with them blocked (see run_workers): one sent meanwhile arrives now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return stopping
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import multiprocessing
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -17,6 +18,9 @@ from server.db.session import Database
 from server.metrics import check_metrics_address, serve_shared_metrics, share_between_processes
 
 _log = logging.getLogger("todo.server")
+
+# The signals that stop a server (and each worker) gracefully.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def _host_and_port(listen: str) -> tuple[str, int]:
@@ -99,8 +103,14 @@ def _fork_workers(
             context.Process(target=_exit_with, args=(serve, shared), name=f"todo-worker-{n}", daemon=False)
             for n in range(settings.workers)
         ]
-        for worker in workers:
-            worker.start()
+        # Until a worker has its own signal handlers, SIGTERM would reach the parent's, copied at fork, and
+        # be lost: the worker would serve on. Blocked here, it waits for the worker to unblock it.
+        inherited = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for worker in workers:
+                worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, inherited)
         _log.info("started %d workers sharing port %d", len(workers), port)
         metrics_server = None
         try:

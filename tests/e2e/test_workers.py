@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -123,3 +127,36 @@ def test_metrics_listen_serves_the_sum_of_all_workers(tmp_path: Path):
         code = stop_server(server)
     assert code == 0
     assert not list(tmp_path.glob("todo-metrics-*"))  # the parent removes the shared directory
+
+
+def test_a_worker_stopped_the_moment_it_is_forked_still_stops_and_takes_the_others_with_it(tmp_path: Path):
+    """SIGTERM in the instant between fork and the worker's own signal handlers must not be lost: the
+    worker would then serve on, unstoppable but by SIGKILL, and the server with it."""
+    env = {**os.environ, "BETTER_AUTH_SECRET": secrets.token_urlsafe(48), "TODO_MIGRATE": "1"}
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [str(BIN / "todo-server"), "--listen", "127.0.0.1:0", "--workers", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.poll() is None:
+            forked = children.read_text().split() if children.exists() else []
+            if forked:  # as early as we can see it: before it has set up anything
+                os.kill(int(forked[0]), signal.SIGTERM)
+                break
+        else:
+            raise AssertionError("no worker was forked")
+        # The worker stops, and the parent stops the other: well before a worker's grace period ends.
+        server.wait(timeout=15)
+    finally:
+        if server.poll() is None:
+            for pid in children.read_text().split() if children.exists() else []:
+                os.kill(int(pid), signal.SIGKILL)
+            server.kill()
+            server.wait()
+    assert "a worker exited; stopping the others" in (tmp_path / "server.log").read_text()
