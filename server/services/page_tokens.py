@@ -8,17 +8,62 @@ import hashlib
 import hmac
 import json
 from datetime import datetime
+from typing import Any
 
 from server.errors import InvalidArgument
-from server.tasks import Cursor, SortField, TaskFilter
+from server.services.resource_names import TASK_ID
+from server.tasks import TITLE_MAX_LENGTH, Cursor, Priority, SortField, TaskFilter
 
 MAX_PAGE_TOKEN_LENGTH = 1024
 _MAC_BYTES = 16
+# The payload's layout; a token of another layout (an older or newer server) is refused, not misread.
+_FORMAT = 1
 _DATETIME_FIELDS = frozenset({SortField.CREATE_TIME, SortField.UPDATE_TIME, SortField.DUE_TIME})
+_NULLABLE_FIELDS = frozenset({SortField.DUE_TIME})
+_PRIORITIES = frozenset(int(priority) for priority in Priority)
 
 
 def _invalid(description: str) -> InvalidArgument:
     return InvalidArgument.field("page_token", description)
+
+
+def _unknown_position() -> InvalidArgument:
+    return _invalid("holds a position this service never makes; start again without a page_token")
+
+
+def _storable_text(value: object) -> bool:
+    """A str the database can compare: valid UTF-8 (no lone surrogates) and no NUL (PostgreSQL refuses it)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _aware_datetime(value: object) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
+
+
+def _sort_value(value: object, sort: SortField) -> datetime | str | int | None:
+    """The cursor's sort value, if a page in this order can end on it; else INVALID_ARGUMENT."""
+    if value is None and sort in _NULLABLE_FIELDS:
+        return None
+    if sort in _DATETIME_FIELDS:
+        when = _aware_datetime(value)
+        if when is not None:
+            return when
+    elif sort is SortField.TITLE:
+        if _storable_text(value) and len(str(value)) <= TITLE_MAX_LENGTH:
+            return str(value)
+    elif type(value) is int and value in _PRIORITIES:  # SortField.PRIORITY; type(): JSON true is no 1
+        return value
+    raise _unknown_position()
 
 
 class PageTokenCodec:
@@ -36,18 +81,35 @@ class PageTokenCodec:
     def _mac(self, body: bytes) -> bytes:
         return hmac.new(self._key, b"todo.v1 page token\x00" + body, hashlib.sha256).digest()[:_MAC_BYTES]
 
+    def _seal(self, body: bytes) -> str:
+        return base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+
     def encode(self, cursor: Cursor, *, user_id: str, task_filter: TaskFilter) -> str:
         value = cursor.sort_value
         if isinstance(value, datetime):
             value = value.isoformat()
-        body = json.dumps(
-            {"b": self._binding(user_id, task_filter), "v": value, "i": cursor.task_id},
-            separators=(",", ":"),
-        ).encode()
-        return base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+        payload = {"f": _FORMAT, "b": self._binding(user_id, task_filter), "v": value, "i": cursor.task_id}
+        return self._seal(json.dumps(payload, separators=(",", ":")).encode())
 
     def decode(self, token: str, *, user_id: str, task_filter: TaskFilter) -> Cursor:
         """The cursor in `token`; INVALID_ARGUMENT if it was edited or made for another user or query."""
+        payload = self._payload(token)
+        version = payload.get("f")
+        if type(version) is not int or version != _FORMAT:
+            raise _invalid("was made by another version of this service; start again without a page_token")
+        if payload.get("b") != self._binding(user_id, task_filter):
+            raise _invalid(
+                "was made for a different query: keep parent, completed, query and order_by unchanged "
+                "between pages, or start again without a page_token"
+            )
+        # Signed by us, but still checked: a leaked key or a buggy replica must not reach the SQL with garbage.
+        task_id = payload.get("i")
+        if not isinstance(task_id, str) or TASK_ID.fullmatch(task_id) is None or "v" not in payload:
+            raise _unknown_position()
+        return Cursor(sort_value=_sort_value(payload["v"], task_filter.sort), task_id=task_id)
+
+    def _payload(self, token: str) -> dict[str, Any]:
+        """The signed JSON object in `token`, or INVALID_ARGUMENT if it is not one this service made."""
         if len(token) > MAX_PAGE_TOKEN_LENGTH:
             raise _invalid("is longer than any token this service makes")
         try:
@@ -57,13 +119,10 @@ class PageTokenCodec:
         mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
         if not hmac.compare_digest(mac, self._mac(body)):
             raise _invalid("is not a token this service made (was it edited?)")
-        payload = json.loads(body)
-        if payload["b"] != self._binding(user_id, task_filter):
-            raise _invalid(
-                "was made for a different query: keep parent, completed, query and order_by unchanged "
-                "between pages, or start again without a page_token"
-            )
-        value = payload["v"]
-        if value is not None and task_filter.sort in _DATETIME_FIELDS:
-            value = datetime.fromisoformat(value)
-        return Cursor(sort_value=value, task_id=payload["i"])
+        try:
+            payload = json.loads(body)
+        except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
+            payload = None
+        if not isinstance(payload, dict):
+            raise _unknown_position()
+        return payload

@@ -10,7 +10,7 @@ from server.identity import current_user_id
 ME = "me"
 _PARENT = re.compile(r"users/([^/]+)")
 _TASK_NAME = re.compile(r"users/([^/]+)/tasks/([^/]+)")
-_TASK_ID = re.compile(r"[0-9a-f]{32}")
+TASK_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _require_caller(user_segment: str) -> str:
@@ -36,7 +36,7 @@ def parse_task_name(name: str, *, field: str = "name") -> str:
         raise InvalidArgument.field(field, f"must be 'users/{{user_id}}/tasks/{{task_id}}', got {name[:120]!r}")
     _require_caller(match.group(1))
     task_id = match.group(2)
-    if _TASK_ID.fullmatch(task_id) is None:
+    if TASK_ID.fullmatch(task_id) is None:
         raise InvalidArgument.field(field, "the task id is not one this service makes (32 hex digits)")
     return task_id
 
