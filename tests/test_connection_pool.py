@@ -1,0 +1,100 @@
+"""The PostgreSQL connection pool as the server runs it: one connection per RPC thread and not one more,
+dead connections replaced before a call gets them, and a call that cannot get one fails UNAVAILABLE fast."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
+from todo.v1 import task_service_pb2 as pb
+
+from server.app import TodoServer
+from server.config import Settings
+from server.db.session import POSTGRES_POOL_RECYCLE_SECONDS
+from tests.support import User, failure_of
+
+# What the README promises (section "Database and migrations").
+_POOL_TIMEOUT_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_url: str) -> str:
+    """Only PostgreSQL: these are the settings for a database server a replica shares with others."""
+    return postgres_url
+
+
+def _server_backends(url: str) -> list[int]:
+    """The pids of the PostgreSQL backends connected to the server's database (not this query's own)."""
+    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            rows = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"),
+                {"name": make_url(url).database},
+            )
+            return [row.pid for row in rows]
+    finally:
+        admin.dispose()
+
+
+def test_the_pool_is_sized_to_the_rpc_threads_and_never_overflows(
+    todo_server: TodoServer, settings: Settings
+) -> None:
+    pool = todo_server.database.engine.pool
+    assert pool.size() == settings.max_workers
+    assert pool.overflow() <= 0  # QueuePool counts overflow from -size; max_overflow 0 keeps it <= 0
+    assert pool.timeout() == _POOL_TIMEOUT_SECONDS
+    assert pool._recycle == POSTGRES_POOL_RECYCLE_SECONDS
+
+
+def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
+    todo_server: TodoServer, alice: User, database_url: str
+) -> None:
+    for _ in range(3 * todo_server.database.engine.pool.size()):
+        alice.list_tasks()  # fills the pool with idle connections
+    backends = _server_backends(database_url)
+    assert backends
+    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            for pid in backends:  # what a PostgreSQL restart or a failover does to every idle connection
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+    # pg_terminate_backend only signals: wait until they are gone, so that they die idle, not mid-call.
+    deadline = time.monotonic() + 10
+    while set(backends) & set(_server_backends(database_url)):
+        assert time.monotonic() < deadline, "the terminated backends did not exit"
+        time.sleep(0.05)
+    # pool_pre_ping: each dead connection is found at checkout and replaced; no call sees the failure.
+    for _ in range(3 * todo_server.database.engine.pool.size()):
+        alice.list_tasks()
+
+
+@pytest.fixture
+def every_connection_taken(todo_server: TodoServer) -> Iterator[list[Connection]]:
+    """Holds every connection of the server's pool, as a leak would; given back at the end of the test."""
+    engine = todo_server.database.engine
+    held = [engine.connect() for _ in range(engine.pool.size())]
+    yield held
+    for connection in held:
+        connection.close()
+
+
+def test_a_call_that_cannot_get_a_connection_fails_unavailable_at_the_pool_timeout(
+    every_connection_taken: list[Connection], alice: User
+) -> None:
+    started = time.monotonic()
+    request = pb.ListTasksRequest(parent="users/me")
+    failure = failure_of(lambda: alice.stub.ListTasks(request, metadata=alice.metadata, timeout=30))
+    waited = time.monotonic() - started
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert failure.reason == "DATABASE_UNAVAILABLE"
+    # Not one connection more than the pool's size (max_overflow 0), and not a hang until the 30 s deadline.
+    assert _POOL_TIMEOUT_SECONDS - 0.5 <= waited < 20
+    every_connection_taken.pop().close()
+    assert alice.list_tasks().total_size >= 0  # one given back: served again
