@@ -13,7 +13,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
-from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database, skip_or_fail
 from tests.support import User, mint_token
 
 DATABASES = ("sqlite", "postgresql")
@@ -36,7 +36,7 @@ def postgres_url() -> Iterator[str]:
         with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
             yield url
     except PostgresUnavailable as reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        skip_or_fail(reason)
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -57,7 +57,7 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         with fresh_database(os.environ.get(TEST_DATABASE_URL_VARIABLE)) as url:
             yield url
     except PostgresUnavailable as reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        skip_or_fail(reason)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

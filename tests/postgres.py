@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
+import pytest
 from sqlalchemy import create_engine, exc, text
 from sqlalchemy.engine import make_url
 
 # The variable that names the server to create test databases on; `.ci/run` sets it.
 TEST_DATABASE_URL_VARIABLE = "TODO_TEST_DATABASE_URL"
+# Set to 1 (`.ci/run` does) to make a missing PostgreSQL fail the run instead of skipping its tests.
+REQUIRE_POSTGRES_VARIABLE = "TODO_REQUIRE_POSTGRES"
 
 
 class PostgresUnavailable(RuntimeError):
     """No PostgreSQL to test against; the message says why, for a skip reason."""
+
+
+def skip_or_fail(reason: PostgresUnavailable) -> NoReturn:
+    """Skips the test saying why there is no PostgreSQL; fails it instead where PostgreSQL is required (CI)."""
+    if os.environ.get(REQUIRE_POSTGRES_VARIABLE) == "1":
+        message = f"PostgreSQL is required ({REQUIRE_POSTGRES_VARIABLE}=1, as .ci/run sets), but {reason}"
+        raise pytest.fail.Exception(message, pytrace=False) from None  # the message says it all
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
 
 
 @contextmanager

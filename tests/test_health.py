@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from server.app import TodoServer, build_server, run_server
 from server.config import Secret, Settings
-from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database, skip_or_fail
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -93,7 +93,7 @@ def refusable_postgres() -> Iterator[tuple[str, Callable[[bool], None]]]:
                 allow_connections(True)  # restored even when the test failed, so the drop can connect
                 admin.dispose()
     except PostgresUnavailable as reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        skip_or_fail(reason)
 
 
 def test_health_drains_while_postgresql_refuses_connections_and_recovers(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from tests.faults.report import FaultRow, write_report
-from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database
+from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database, skip_or_fail
 
 SOAK = os.environ.get("TODO_SOAK") == "1"
 _REPORT = os.environ.get("TODO_RELIABILITY_REPORT")
@@ -67,4 +67,4 @@ def scratch_database() -> Iterator[ScratchDatabase]:
                 scratch.restore_connections()
                 admin.dispose()
     except PostgresUnavailable as reason:
-        pytest.skip(f"PostgreSQL fault tests skipped: {reason}")
+        skip_or_fail(reason)
