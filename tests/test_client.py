@@ -200,21 +200,29 @@ def test_a_call_made_while_the_server_restarts_succeeds(settings: Settings, secr
     with TaskClient(f"127.0.0.1:{port}", token=mint_token(secret, "restarter")) as client:
         task = client.create_task("survives a restart")
         first.stop(grace=None)
+        # Between the two servers the port drops the first connection made to it: so the call's first attempt
+        # surely fails, and the server comes back right after it. (Not after a fixed sleep: gRPC's retries are
+        # jittered, so the later it comes back, the likelier that all five attempts are already spent.)
+        gone = socket.create_server(("127.0.0.1", port))
+        gone.settimeout(30)
         second: list[TodoServer] = []
 
         def come_back() -> None:
-            time.sleep(0.3)
+            with gone:
+                attempt, _ = gone.accept()
+                attempt.close()
             second.append(build_server(on_port))
             second[0].start()
 
         returning = threading.Thread(target=come_back)
         returning.start()
         try:
-            assert client.get_task(task.name) == task  # sent while nothing listens; retried by gRPC
+            assert client.get_task(task.name) == task  # its first attempt is dropped; a retry finds the server
         finally:
             returning.join()
             for server in second:
                 server.stop(grace=None)
+    assert second, "the call never reached the port while the server was gone"
 
 
 def _fields(settings: Settings) -> dict[str, object]:
