@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -261,3 +264,36 @@ def test_tls_server_refuses_plaintext_and_unknown_cas(
     # Refused at the handshake: the call never reaches the service, whichever way the transport reports it.
     with client, pytest.raises((Unavailable, DeadlineExceeded)):
         client.list_tasks(timeout=1)
+
+
+# Run in a child: gRPC reads GRPC_DEFAULT_SSL_ROOTS_FILE_PATH once, when it first loads its default roots.
+_SYSTEM_ROOTS_CLIENT = """
+import sys
+from client import DeadlineExceeded, TaskClient, Unavailable
+with TaskClient(sys.argv[1], token=sys.argv[2], tls=True, default_timeout=5) as client:
+    try:
+        print(client.create_task("checked against the default roots").title)
+    except (Unavailable, DeadlineExceeded):  # refused at the handshake, however the transport reports it
+        print("refused")
+"""
+
+
+@pytest.mark.parametrize("roots", ["our CA as the system roots", "gRPC's own roots"])
+def test_tls_true_checks_the_server_against_the_default_roots(
+    tls_server: TodoServer, tls_files: TlsFiles, secret: bytes, roots: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"}
+    if roots == "our CA as the system roots":
+        env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(tls_files.ca_cert)  # stands in for the OS trust store
+    child = subprocess.run(
+        [sys.executable, "-c", _SYSTEM_ROOTS_CLIENT, f"localhost:{tls_server.port}", mint_token(secret)],
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    # Trusted only when the default roots hold the CA that signed the server: tls=True really verifies.
+    expected = "checked against the default roots" if roots == "our CA as the system roots" else "refused"
+    assert child.stdout.strip() == expected
