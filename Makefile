@@ -24,10 +24,11 @@ $(BUF):
 ## run: serve on [::]:50051 with SQLite in ./todo.db (no set-up needed)
 run: $(INSTALLED) .env
 	@echo "todo-server: listening on [::]:50051, tasks in ./todo.db. In another terminal:"
-	@echo "  TOKEN=\$$($(BIN)/todo token --sub alice)"
+	@echo "  export TODO_TOKEN=\$$($(BIN)/todo token --sub alice)"
+	@echo "  $(BIN)/todo add \"Buy milk\" --priority high && $(BIN)/todo ls"
 	@echo "  $(BIN)/grpcurl -plaintext localhost:50051 list"
-	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TOKEN\" -d '{\"parent\":\"users/me\",\"task\":{\"title\":\"Buy milk\"}}' localhost:50051 todo.v1.TaskService/CreateTask"
-	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TOKEN\" -d '{\"parent\":\"users/me\"}' localhost:50051 todo.v1.TaskService/ListTasks"
+	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TODO_TOKEN\" -d '{\"parent\":\"users/me\",\"task\":{\"title\":\"Buy milk\"}}' localhost:50051 todo.v1.TaskService/CreateTask"
+	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TODO_TOKEN\" -d '{\"parent\":\"users/me\"}' localhost:50051 todo.v1.TaskService/ListTasks"
 	@set -a && . ./.env && set +a && exec $(BIN)/todo-server --migrate
 
 ## test: the whole suite

@@ -42,3 +42,17 @@ def test_the_grpcurl_walkthrough_runs(server: ServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert '"title": "Buy milk"' in result.stdout
     assert '"completed": true' in result.stdout
+
+
+def test_the_cli_walkthrough_runs(server: ServerProcess) -> None:
+    # The README's id prefix (3f2a) is an example: stand in the first six digits of the task `add` made.
+    first_id = (
+        ".venv/bin/todo ls --json"
+        " | python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"name\"][-32:][:6])'"
+    )
+    script = readme_block("## The `todo` CLI", "sh").replace("3f2a", "$(first_id)")
+    env = {**server.env, "TODO_TARGET": server.address}
+    result = run("bash", "-euo", "pipefail", "-c", f"cd {REPO}\nfirst_id() {{ {first_id}; }}\n{script}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Buy oat milk" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("deleted ")
