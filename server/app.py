@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,8 @@ from server.metrics import MetricsInterceptor, ServerMetrics, serve_metrics
 from server.readiness import Readiness
 from server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from server.request_decoding import RequestDecodingInterceptor
+from server.rpc_threads import ElasticThreadPool
+from server.running_calls import RunningCallsInterceptor
 from server.services.page_tokens import PageTokenCodec
 from server.services.task_service import TaskService
 from server.status import ErrorStatusInterceptor
@@ -177,12 +178,13 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     closers.append(database.dispose)
     metrics.watch_pool(database.engine.pool)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+        ElasticThreadPool(max_threads=settings.max_concurrent_rpcs),
         interceptors=[
             *interceptors,
             # Outermost first. One interceptor for all of them: each method's handler is built once.
             CallPipeline(
                 [
+                    RunningCallsInterceptor(settings.max_workers),
                     *layers,
                     MetricsInterceptor(metrics),
                     AccessLogInterceptor(trace_id_of=trace_id_of),

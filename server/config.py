@@ -65,6 +65,7 @@ class Settings:
     page_token_secret: Secret | None = None
     max_workers: int = 16
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT): one Python process uses one core
+    # Calls in flight, each on a thread of its own (server/rpc_threads.py); past it RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 1000
     grace_seconds: float = 10.0
     log_level: str = "INFO"
@@ -130,7 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--listen", help=f"address to listen on (TODO_LISTEN; default {DEFAULT_LISTEN})")
     parser.add_argument("--database-url", help=f"SQLAlchemy URL (DATABASE_URL; default {DEFAULT_DATABASE_URL})")
-    parser.add_argument("--max-workers", type=int, help="RPC worker threads (TODO_MAX_WORKERS; default 16)")
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        help="calls running at once = database connections (TODO_MAX_WORKERS; default 16)",
+    )
     parser.add_argument(
         "--workers",
         type=int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import socket
 import threading
 import time
@@ -11,11 +13,13 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from todo.v1 import task_service_pb2 as pb
+from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from server.app import TodoServer
+from server.app import TodoServer, run_server
 from server.config import Settings
 from server.limits import MAX_RECEIVE_MESSAGE_BYTES
 from tests.support import User, failure_of
@@ -175,34 +179,91 @@ def test_many_idle_connections_do_not_stop_others_being_served(todo_server: Todo
             connection.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit (docs/reliability.md): grpcio's sync server waits for a unary request's message on a "
-    "worker thread, so calls that send headers and stall hold a worker each until their deadline",
-)
-def test_stalled_request_streams_do_not_stop_others_being_served(
-    todo_server: TodoServer, settings: Settings, alice: User
-) -> None:
+def _own_connection(port: int) -> grpc.Channel:
+    """A channel on a connection of its own (channels with equal options share one by default)."""
+    return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+@contextlib.contextmanager
+def stalled_calls(port: int, count: int, metadata: Any) -> Iterator[list[grpc.Future]]:
+    """`count` GetTask calls that send HEADERS and then nothing (no message, no end of stream) for 10 s."""
     release = threading.Event()
 
     def never_sends() -> Iterator[bytes]:
         release.wait(10)
         yield from ()
 
-    channel = grpc.insecure_channel(f"127.0.0.1:{todo_server.port}")
-    stall = channel.stream_unary("/todo.v1.TaskService/GetTask")
-    workers = settings.max_workers
-    stalled = [stall.future(never_sends(), metadata=alice.metadata, timeout=10) for _ in range(workers)]
+    # A connection per 50 calls: one connection carries at most MAX_CONCURRENT_STREAMS (100) calls at once.
+    channels = [_own_connection(port) for _ in range((count + 49) // 50)]
+    stalls = [channel.stream_unary("/todo.v1.TaskService/GetTask") for channel in channels]
+    calls = [stalls[n % len(stalls)].future(never_sends(), metadata=metadata, timeout=10) for n in range(count)]
     try:
-        time.sleep(0.3)
-        failure = None
-        try:
-            alice.stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=alice.metadata, timeout=2)
-        except grpc.RpcError as error:
-            failure = error.code()
-        assert failure is None
+        time.sleep(0.5)  # until the server has taken every call
+        yield calls
     finally:
         release.set()
-        for call in stalled:
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            channel.close()
+
+
+def test_stalled_request_streams_do_not_stop_others_being_served(
+    todo_server: TodoServer, settings: Settings, alice: User
+) -> None:
+    # 16 x the test server's --max-workers, 4 x the default: each stalled call parks a thread, not a worker.
+    with stalled_calls(todo_server.port, 16 * settings.max_workers, alice.metadata) as stalled:
+        started = time.monotonic()
+        for _ in range(10):
+            alice.stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=alice.metadata, timeout=2)
+        assert time.monotonic() - started < 2
+        assert not any(call.done() for call in stalled)  # held all along by the server, not refused
+
+
+def test_open_health_watches_do_not_stop_others_being_served(
+    todo_server: TodoServer, settings: Settings, alice: User
+) -> None:
+    channel = _own_connection(todo_server.port)
+    watch = health_pb2_grpc.HealthStub(channel).Watch
+    watches = [watch(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(16 * settings.max_workers)]
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        for _ in range(10):
+            alice.stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=alice.metadata, timeout=2)
+        assert time.monotonic() - started < 2
+        assert not any(call.done() for call in watches)
+    finally:
+        for call in watches:
             call.cancel()
         channel.close()
+
+
+def test_calls_past_the_concurrent_rpc_limit_are_refused_at_once(settings: Settings, alice: User) -> None:
+    limited = dataclasses.replace(settings, max_concurrent_rpcs=40)
+    with run_server(limited) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = pb_grpc.TaskServiceStub(channel)
+
+        def list_tasks() -> pb.ListTasksResponse:
+            return stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=alice.metadata, timeout=5)
+
+        with stalled_calls(server.port, limited.max_concurrent_rpcs, alice.metadata) as stalled:
+            started = time.monotonic()
+            failure = failure_of(list_tasks)
+            assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() - started < 1
+            assert not any(call.done() for call in stalled)
+        # Served again once the stalled calls are gone (the server sees their cancellation a moment later).
+        deadline = time.monotonic() + 5
+        while (code := _failure_code(list_tasks)) is not None and time.monotonic() < deadline:
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(0.05)
+        assert code is None
+
+
+def _failure_code(call: Callable[[], Any]) -> grpc.StatusCode | None:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    return None
