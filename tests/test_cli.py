@@ -7,14 +7,17 @@ import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from client.cli import main
 from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
-from server.app import TodoServer
+from server.app import TodoServer, run_server
+from server.config import Secret, Settings
 from tests.support import mint_token
+from tests.tls import make_tls_files
 
 TODO = Path(sys.executable).parent / "todo"
 
@@ -138,3 +141,39 @@ def test_server_down_exits_with_one_line_and_no_traceback(secret: bytes) -> None
         f"127.0.0.1:{port}: is todo-server running, and are --target/--ca right?"
     ) or line.endswith("within 3s: is todo-server running, and are --target/--ca right?")
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_target(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The address of a todo-server serving TLS, and the CA file that signed its certificate."""
+    files = make_tls_files(tmp_path_factory.mktemp("tls"))
+    fields = {name: getattr(settings, name) for name in Settings.__slots__}
+    fields["tls_certificate_chain"] = files.server_cert.read_bytes()
+    fields["tls_private_key"] = Secret(files.server_key.read_bytes())
+    with run_server(Settings(**fields)) as server:
+        yield f"localhost:{server.port}", files.ca_cert
+
+
+def test_ca_turns_tls_on_from_the_flag_or_todo_ca(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tls_target: tuple[str, Path],
+    secret: bytes,
+) -> None:
+    target, ca = tls_target
+    monkeypatch.setenv("TODO_TOKEN", mint_token(secret, f"tls{secrets.token_hex(6)}"))
+    added = todo_json(capsys, "add", "over TLS", "--target", target, "--ca", str(ca))
+    monkeypatch.setenv("TODO_CA", str(ca))
+    assert todo_json(capsys, "ls", "--target", target) == [added]
+
+
+def test_a_ca_that_did_not_sign_the_server_is_one_line_and_exit_4(
+    capsys: pytest.CaptureFixture[str], tls_target: tuple[str, Path], secret: bytes, tmp_path: Path
+) -> None:
+    target, _ = tls_target
+    stranger = make_tls_files(tmp_path, ca_name="someone else").ca_cert
+    argv = ("ls", "--target", target, "--ca", str(stranger), "--token", mint_token(secret), "--timeout", "2")
+    status, out, err = todo(capsys, *argv)
+    assert (status, out) == (EXIT_UNREACHABLE, "")
+    assert len(err.strip().splitlines()) == 1
+    assert "are --target/--ca right?" in err
