@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -103,13 +104,27 @@ def _refuse_foreign_rows(session: Session, _flush_context: Any, _instances: Any)
             raise CrossUserWriteError("refusing to write a row owned by another user")
 
 
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    # Two connections switching a new file to WAL at once would deadlock, so SQLite fails one at once
+    # ("database is locked", no busy handler): it tries again, within the busy timeout, once the other is done.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # We emit BEGIN ourselves (below), so that writes can take the write lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         # FULL, not WAL's usual NORMAL: a commit we acknowledged must survive a power cut too.
         cursor.execute("PRAGMA synchronous=FULL")
