@@ -107,13 +107,14 @@ def _refuse_foreign_rows(session: Session, _flush_context: Any, _instances: Any)
 def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
     # Two connections switching a new file to WAL at once would deadlock, so SQLite fails one at once
     # ("database is locked", no busy handler): it tries again, within the busy timeout, once the other is done.
+    # Any other failure (a read-only or missing file) is raised at once: that connection must not be kept.
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     while True:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             return
-        except sqlite3.OperationalError:
-            if time.monotonic() > deadline:
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
 
