@@ -416,11 +416,13 @@ def test_grpcurl_refuses_to_send_a_token_over_the_servers_header_limit(todo_serv
 def test_a_one_megabyte_token_sent_before_the_settings_ack_is_malformed(  # type: ignore[no-untyped-def]
     todo_server: TodoServer, stub, signing_keys, jwks: JwksServer
 ) -> None:
-    # Until a client acknowledges the server's SETTINGS, grpc core applies its default header limit (16 MiB),
-    # not ours: a client that sends at once gets 1 MB to our interceptor, whose length check refuses it.
-    assert _raw_list(todo_server.port, b"Bearer " + b"a" * 1_000_000, ack_settings_first=False) == (
-        "16",
-        "TOKEN_MALFORMED",
+    # Until a client acknowledges the server's SETTINGS, grpc core may apply its default header limit
+    # (16 MiB), not ours: a client that sends at once can get 1 MB to our interceptor, whose length check
+    # refuses it. Whether the limit is in force yet is a race inside grpc core (CI saw both answers), so
+    # either refusal is right; what must never happen is anything else, or the server going down.
+    assert _raw_list(todo_server.port, b"Bearer " + b"a" * 1_000_000, ack_settings_first=False) in (
+        ("16", "TOKEN_MALFORMED"),
+        ("8", None),
     )
     _still_serving(stub, signing_keys, jwks.base_url)
 
