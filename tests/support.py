@@ -15,6 +15,16 @@ from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 
+def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> bool:
+    """Polls `condition` until it is truthy or `seconds` pass; whether it became true."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
 def mint_token(secret: bytes, sub: Any = "alice", *, ttl: int = 600, **claims: Any) -> str:
     now = int(time.time())
     body = {"sub": sub, "iat": now, "exp": now + ttl, **claims}

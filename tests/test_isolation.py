@@ -94,6 +94,16 @@ def as_user(user_id: str) -> None:
     set_identity(Identity(user_id=user_id))
 
 
+def run_as(user_id: str, fn):  # type: ignore[no-untyped-def]
+    """`fn()` as `user_id`, in a context of its own (as each RPC has)."""
+
+    def inner():  # type: ignore[no-untyped-def]
+        as_user(user_id)
+        return fn()
+
+    return contextvars.copy_context().run(inner)
+
+
 def test_repository_refuses_to_run_without_an_identity(database: Database) -> None:
     repository = TaskRepository(database)
     with pytest.raises(NoIdentityError):
@@ -104,13 +114,6 @@ def test_repository_refuses_to_run_without_an_identity(database: Database) -> No
 
 def test_every_orm_select_is_scoped_to_the_caller(database: Database) -> None:
     repository = TaskRepository(database)
-
-    def run_as(user_id, fn):  # type: ignore[no-untyped-def]
-        def inner():  # type: ignore[no-untyped-def]
-            as_user(user_id)
-            return fn()
-
-        return contextvars.copy_context().run(inner)
 
     alices = run_as("alice", lambda: repository.create(fields=TaskFields(title="alice's")))
     run_as("bob", lambda: repository.create(fields=TaskFields(title="bob's")))
@@ -145,13 +148,6 @@ def test_flush_refuses_a_row_owned_by_someone_else(database: Database) -> None:
 def test_one_statement_object_reused_by_many_users_stays_scoped_to_each(database: Database) -> None:
     """The repository builds its lookups once; the owner is bound per execution, never remembered."""
     repository = TaskRepository(database)
-
-    def run_as(user_id, fn):  # type: ignore[no-untyped-def]
-        def inner():  # type: ignore[no-untyped-def]
-            as_user(user_id)
-            return fn()
-
-        return contextvars.copy_context().run(inner)
 
     created = {user: run_as(user, lambda: repository.create(fields=TaskFields(title="mine"))) for user in "abc"}
     for _ in range(3):

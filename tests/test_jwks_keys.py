@@ -18,7 +18,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
 from tests.jwks_support import JwksServer, SigningKey, assert_keys_loaded, claims_for, new_key
-from tests.support import failure_of, mint_token
+from tests.support import failure_of, mint_token, wait_until
 
 LIST_ME = pb.ListTasksRequest(parent="users/me")
 
@@ -51,15 +51,6 @@ def call(stub: pb_grpc.TaskServiceStub, token: str) -> pb.ListTasksResponse:
 
 def health_of(channel: grpc.Channel) -> int:
     return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
-
-
-def wait_until(condition, seconds: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_better_auth_url_alone_verifies_better_auth_shaped_tokens(base_settings: Settings) -> None:

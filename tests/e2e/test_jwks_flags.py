@@ -13,18 +13,9 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from tests.e2e.conftest import start_server, stop_server
 from tests.jwks_support import JwksServer, claims_for, new_key
-from tests.support import failure_of
+from tests.support import failure_of, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait_for(predicate, seconds: float = 10) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_refresh_interval_and_refetch_limit_flags_reach_the_key_cache(tmp_path: Path) -> None:
@@ -36,7 +27,7 @@ def test_refresh_interval_and_refetch_limit_flags_reach_the_key_cache(tmp_path: 
             env={"BETTER_AUTH_URL": jwks.base_url, "TODO_PAGE_TOKEN_SECRET": secrets.token_urlsafe(48)},
         )
         try:
-            assert _wait_for(lambda: jwks.fetches >= 1)
+            assert wait_until(lambda: jwks.fetches >= 1)
             first = jwks.fetches
             time.sleep(1.5)
             assert jwks.fetches - first >= 3  # every 0.3 s, not every 300 s

@@ -19,22 +19,13 @@ from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from tests.e2e.conftest import BIN, run, start_server, stop_server
-from tests.support import failure_of, mint_token
-
-
-def _wait_for(predicate, seconds: float = 30) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.support import failure_of, mint_token, wait_until
 
 
 def test_two_workers_serve_one_port_and_drain_on_sigterm(tmp_path: Path):
     server = start_server(tmp_path, "--workers", "2")
     try:
-        assert _wait_for(lambda: server.log().count(f"(port {server.port})") == 2), server.log()
+        assert wait_until(lambda: server.log().count(f"(port {server.port})") == 2, 30), server.log()
         for _ in range(4):  # fresh connections, spread over the workers by the kernel
             with grpc.insecure_channel(server.address) as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
@@ -87,7 +78,7 @@ def test_metrics_listen_serves_the_sum_of_all_workers(tmp_path: Path):
         env={"TMPDIR": str(tmp_path)},  # where the parent makes the workers' metrics directory
     )
     try:
-        assert _wait_for(lambda: server.log().count(f"(port {server.port})") == 2), server.log()
+        assert wait_until(lambda: server.log().count(f"(port {server.port})") == 2, 30), server.log()
         metrics_port = int(re.search(r"metrics of all 2 workers on \S+ \(port (\d+)\)", server.log()).group(1))
         token = mint_token(server.secret.encode(), "alice")
         calls, refused = 40, 6
@@ -108,7 +99,7 @@ def test_metrics_listen_serves_the_sum_of_all_workers(tmp_path: Path):
         assert all(count > 0 for count in per_worker), per_worker  # both workers served calls
         create = {"grpc_type": "unary", "grpc_service": "todo.v1.TaskService", "grpc_method": "CreateTask"}
         # Both workers' pools (3 connections each) are in the sum once each has sampled its pool.
-        assert _wait_for(lambda: _scrape(metrics_port).get(("todo_db_pool_size", frozenset())) == 6)
+        assert wait_until(lambda: _scrape(metrics_port).get(("todo_db_pool_size", frozenset())) == 6, 30)
         samples = _scrape(metrics_port)
 
         def value(name: str, **labels: str) -> float:
