@@ -190,19 +190,11 @@ class MetricsInterceptor(Layer):
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
-        self._per_method: dict[str, _MethodMetrics] = {}
-
-    def _method_metrics(self, method: str, handler: grpc.RpcMethodHandler) -> _MethodMetrics:
-        per_method = self._per_method.get(method)
-        if per_method is None:
-            service, _, name = method[1:].rpartition("/")
-            per_method = self._per_method[method] = _MethodMetrics(
-                self._metrics, (_grpc_type(handler), service, name)
-            )
-        return per_method
 
     def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        per_method = self._method_metrics(method, handler)
+        # Once per method (CallPipeline): the label children are made here, a call only increments.
+        service, _, name = method[1:].rpartition("/")
+        per_method = _MethodMetrics(self._metrics, (_grpc_type(handler), service, name))
         received, sent = per_method.received, per_method.sent
         request_streaming = handler.request_streaming
 
