@@ -128,7 +128,9 @@ def _health_following(health_servicer: health.HealthServicer) -> Callable[[bool]
 
 def _open_database(settings: Settings) -> Database:
     """The database, reachable and at this code's schema; ConfigError or SchemaBehindError say the fix."""
-    database = Database(settings.database_url, pool_size=settings.max_workers)
+    # One connection per call allowed to run (RunningCallsInterceptor), and one for the readiness check,
+    # so that a replica whose calls all hold a connection still answers its health probe as SERVING.
+    database = Database(settings.database_url, pool_size=settings.max_workers + 1)
     try:
         if settings.migrate:
             database.migrate()

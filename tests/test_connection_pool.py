@@ -45,7 +45,7 @@ def test_the_pool_is_sized_to_the_rpc_threads_and_never_overflows(
     todo_server: TodoServer, settings: Settings
 ) -> None:
     pool = todo_server.database.engine.pool
-    assert pool.size() == settings.max_workers
+    assert pool.size() == settings.max_workers + 1  # one per running call, one for the readiness check
     assert pool.overflow() <= 0  # QueuePool counts overflow from -size; max_overflow 0 keeps it <= 0
     assert pool.timeout() == _POOL_TIMEOUT_SECONDS
     assert pool._recycle == POSTGRES_POOL_RECYCLE_SECONDS
@@ -83,6 +83,21 @@ def every_connection_taken(todo_server: TodoServer) -> Iterator[list[Connection]
     yield held
     for connection in held:
         connection.close()
+
+
+def test_readiness_still_answers_when_every_running_call_holds_a_connection(
+    todo_server: TodoServer, settings: Settings
+) -> None:
+    """A replica busy with --max-workers long queries is busy, not broken: its health must not say so."""
+    engine = todo_server.database.engine
+    busy_calls = [engine.connect() for _ in range(settings.max_workers)]
+    try:
+        started = time.monotonic()
+        assert todo_server.database.ping()
+        assert time.monotonic() - started < 1  # not a wait for a connection to come back
+    finally:
+        for connection in busy_calls:
+            connection.close()
 
 
 def test_a_call_that_cannot_get_a_connection_fails_unavailable_at_the_pool_timeout(
