@@ -231,7 +231,8 @@ def render(
         "",
         "Targets: (a) a bare grpcio server, same 16-thread pool, GetTask returns a constant task of the same "
         "size, no interceptor, no database; (a') the same handler on grpc.aio; (b) todo-server (default "
-        "settings: access log at INFO, auth, error mapping, caller-scoped SQLAlchemy) with a valid token on "
+        "settings: each call in flight on a thread of its own, 16 of them running our code at once, access "
+        "log at INFO, auth, error mapping, caller-scoped SQLAlchemy) with a valid token on "
         "SQLite: GetTask, ListTasks (a page of 50), CreateTask; (c) the same on PostgreSQL (a scratch "
         "database); (d) FastAPI + uvicorn (uvloop, httptools, access log off) doing GetTask's work: PyJWT HS256 "
         "check and the same TaskRepository lookup.",
