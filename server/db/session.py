@@ -92,7 +92,7 @@ def _scope_to_caller(state: ORMExecuteState) -> None:
     parameters = state.parameters or {}
     if not isinstance(parameters, Mapping) or _SCOPE_PARAMETER in parameters:
         # executemany, or a caller naming the owner itself: neither is how this data layer reads rows.
-        raise OwnerScopeError("refusing a statement that sets its own owner scope")
+        raise OwnerScopeError("refusing a statement that brings its own owner scope or many parameter sets")
     state.statement = _scoped(state.statement)
     state.parameters = {**parameters, _SCOPE_PARAMETER: user_id}
 
