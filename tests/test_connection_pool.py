@@ -4,11 +4,11 @@ dead connections replaced before a call gets them, and a call that cannot get on
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import make_url
 from todo.v1 import task_service_pb2 as pb
 
@@ -54,6 +54,7 @@ def test_the_pool_is_sized_to_the_rpc_threads_and_never_overflows(
 def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
     todo_server: TodoServer, alice: User, database_url: str
 ) -> None:
+    task = alice.create_task("survives a restart")
     for _ in range(3 * todo_server.database.engine.pool.size()):
         alice.list_tasks()  # fills the pool with idle connections
     backends = _server_backends(database_url)
@@ -72,7 +73,8 @@ def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
         time.sleep(0.05)
     # pool_pre_ping: each dead connection is found at checkout and replaced; no call sees the failure.
     for _ in range(3 * todo_server.database.engine.pool.size()):
-        alice.list_tasks()
+        alice.list_tasks()  # through a Session
+        assert alice.get_task(task.name) == task  # straight on the driver connection (Database.fetch_owned)
 
 
 @pytest.fixture
@@ -100,12 +102,21 @@ def test_readiness_still_answers_when_every_running_call_holds_a_connection(
             connection.close()
 
 
+def _list_tasks(user: User) -> object:  # through a Session
+    return user.stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=user.metadata, timeout=30)
+
+
+def _get_task(user: User) -> object:  # straight on a pooled driver connection (Database.fetch_owned)
+    request = pb.GetTaskRequest(name=f"users/me/tasks/{'0' * 32}")
+    return user.stub.GetTask(request, metadata=user.metadata, timeout=30)
+
+
+@pytest.mark.parametrize("call", [_list_tasks, _get_task], ids=["ListTasks", "GetTask"])
 def test_a_call_that_cannot_get_a_connection_fails_unavailable_at_the_pool_timeout(
-    every_connection_taken: list[Connection], alice: User
+    every_connection_taken: list[Connection], alice: User, call: Callable[[User], object]
 ) -> None:
     started = time.monotonic()
-    request = pb.ListTasksRequest(parent="users/me")
-    failure = failure_of(lambda: alice.stub.ListTasks(request, metadata=alice.metadata, timeout=30))
+    failure = failure_of(lambda: call(alice))
     waited = time.monotonic() - started
     assert failure.code == grpc.StatusCode.UNAVAILABLE
     assert failure.reason == "DATABASE_UNAVAILABLE"
@@ -113,3 +124,38 @@ def test_a_call_that_cannot_get_a_connection_fails_unavailable_at_the_pool_timeo
     assert _POOL_TIMEOUT_SECONDS - 0.5 <= waited < 20
     every_connection_taken.pop().close()
     assert alice.list_tasks().total_size >= 0  # one given back: served again
+
+
+def test_a_read_whose_connection_dies_mid_call_fails_unavailable_and_the_connection_is_replaced(
+    todo_server: TodoServer, alice: User, database_url: str
+) -> None:
+    """Pre-ping cannot catch a connection that dies after checkout: that read fails UNAVAILABLE, and the
+    dead connection is thrown away rather than given to the next call."""
+    task = alice.create_task("read while the database restarts")
+    pool = todo_server.database.engine.pool
+    killed: list[int] = []
+
+    def kill_once(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if killed:
+            return
+        killed.append(dbapi_connection.info.backend_pid)
+        admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed[0]})
+        finally:
+            admin.dispose()
+        deadline = time.monotonic() + 10
+        while killed[0] in _server_backends(database_url):  # gone before the read is sent on it
+            assert time.monotonic() < deadline, "the terminated backend did not exit"
+            time.sleep(0.02)
+
+    event.listen(pool, "checkout", kill_once)  # after the pre-ping: the connection was alive when checked
+    try:
+        failure = failure_of(lambda: alice.get_task(task.name))
+    finally:
+        event.remove(pool, "checkout", kill_once)
+    assert killed
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+    for _ in range(2 * pool.size()):  # every connection the pool hands out now works
+        assert alice.get_task(task.name) == task

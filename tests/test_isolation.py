@@ -180,3 +180,46 @@ def test_a_statement_cannot_bring_its_own_owner_scope(database: Database) -> Non
 
     with pytest.raises(OwnerScopeError):
         contextvars.copy_context().run(smuggle)
+
+
+# --- reads by key, which run without a Session (Database.fetch_owned) ----------------------------------
+
+
+def test_reads_without_a_session_are_scoped_like_orm_statements(database: Database) -> None:
+    repository = TaskRepository(database)
+    alices = run_as("alice", lambda: repository.create(fields=TaskFields(title="alice's")))
+    bobs = run_as("bob", lambda: repository.create(fields=TaskFields(title="bob's")))
+
+    every_title = select(Task.title)
+    by_id = select(Task.title).where(Task.id == alices.task_id)
+    assert run_as("bob", lambda: database.fetch_owned(every_title, {})) == [("bob's",)]
+    assert run_as("bob", lambda: database.fetch_owned(by_id, {})) == []
+    assert run_as("alice", lambda: database.fetch_owned(by_id, {})) == [("alice's",)]
+    with pytest.raises(NotFound):
+        run_as("bob", lambda: repository.get(task_id=alices.task_id))
+    assert run_as("bob", lambda: repository.get(task_id=bobs.task_id)) == bobs
+
+
+def test_a_read_without_a_session_refuses_to_run_without_an_identity(database: Database) -> None:
+    repository = TaskRepository(database)
+    created = run_as("alice", lambda: repository.create(fields=TaskFields(title="alice's")))
+    nobody = contextvars.Context()  # empty, as an RPC's before the auth layer has run
+    with pytest.raises(NoIdentityError):
+        nobody.run(lambda: repository.get(task_id=created.task_id))
+    with pytest.raises(NoIdentityError):
+        nobody.run(lambda: database.fetch_owned(select(Task.title), {}))
+
+
+def test_a_read_the_owner_scope_cannot_reach_is_refused_not_run_unscoped(database: Database) -> None:
+    """Loader criteria only reach ORM statements: a Core select on the table would run with no owner filter."""
+    run_as("alice", lambda: TaskRepository(database).create(fields=TaskFields(title="alice's")))
+    tasks = Task.__table__
+    for statement in (select(tasks.c.title), select(func.count()).select_from(tasks)):
+        with pytest.raises(OwnerScopeError):
+            run_as("bob", lambda statement=statement: database.fetch_owned(statement, {}))
+
+
+def test_a_read_without_a_session_cannot_bring_its_own_owner_scope(database: Database) -> None:
+    run_as("alice", lambda: TaskRepository(database).create(fields=TaskFields(title="alice's")))
+    with pytest.raises(OwnerScopeError):
+        run_as("bob", lambda: database.fetch_owned(select(Task.title), {"todo_scope_owner_id": "alice"}))

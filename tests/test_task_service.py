@@ -38,6 +38,17 @@ def test_create_returns_the_stored_task(alice: User) -> None:
     assert alice.get_task(task.name) == task
 
 
+def test_get_answers_exactly_what_the_last_write_returned(alice: User) -> None:
+    """GetTask reads without the ORM (Database.fetch_owned): every field must convert as the write path's."""
+    due = datetime(2031, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+    created = alice.create_task("all fields", description="d", priority=pb.PRIORITY_LOW, due_time=stamp(due))
+    assert alice.get_task(created.name) == created
+    completed = alice.update_task(pb.Task(name=created.name, completed=True), ["completed"])
+    assert completed.HasField("complete_time")
+    assert completed.etag != created.etag
+    assert alice.get_task(created.name) == completed
+
+
 def test_create_under_explicit_own_parent(alice: User) -> None:
     task = alice.create_task("mine", parent=f"users/{alice.user_id}")
     assert task.name.startswith(f"users/{alice.user_id}/tasks/")

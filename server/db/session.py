@@ -1,21 +1,22 @@
-"""Engine and sessions. Every ORM statement on an OwnedByUser entity is scoped to the current caller here."""
+"""Engine, sessions and reads by key. Every statement on an OwnedByUser entity is scoped to the caller here."""
 
 from __future__ import annotations
 
 import functools
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, create_engine, event, exc, text
+from sqlalchemy import Engine, Select, bindparam, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.call_deadline import remaining_seconds
 from server.db import schema
+from server.db.compiled_reads import CompiledRead
 from server.db.models import Base, OwnedByUser
 from server.errors import Aborted, DeadlineExceeded, Unavailable
 from server.identity import current_user_id
@@ -80,7 +81,17 @@ def _scoped(statement: Any) -> Any:
 
 
 class OwnerScopeError(RuntimeError):
-    """A statement tried to bring its own owner scope, or many parameter sets (a bug: fail closed)."""
+    """A statement brought its own owner scope or many parameter sets, or is one the scope does not reach
+    (a bug: fail closed)."""
+
+
+def _with_owner(parameters: Any) -> dict[str, Any]:
+    """`parameters` plus the caller as the owner; raises NoIdentityError when no caller is authenticated."""
+    user_id = current_user_id()  # never run a statement unscoped
+    if not isinstance(parameters, Mapping) or _SCOPE_PARAMETER in parameters:
+        # executemany, or a caller naming the owner itself: neither is how this data layer reads rows.
+        raise OwnerScopeError("refusing a statement that brings its own owner scope or many parameter sets")
+    return {**parameters, _SCOPE_PARAMETER: user_id}
 
 
 def _scope_to_caller(state: ORMExecuteState) -> None:
@@ -88,13 +99,9 @@ def _scope_to_caller(state: ORMExecuteState) -> None:
         return  # loads for rows already fetched through a scoped statement
     if not (state.is_select or state.is_update or state.is_delete):
         return
-    user_id = current_user_id()  # raises NoIdentityError: never run a statement unscoped
-    parameters = state.parameters or {}
-    if not isinstance(parameters, Mapping) or _SCOPE_PARAMETER in parameters:
-        # executemany, or a caller naming the owner itself: neither is how this data layer reads rows.
-        raise OwnerScopeError("refusing a statement that brings its own owner scope or many parameter sets")
+    parameters = _with_owner(state.parameters or {})
     state.statement = _scoped(state.statement)
-    state.parameters = {**parameters, _SCOPE_PARAMETER: user_id}
+    state.parameters = parameters
 
 
 def _refuse_foreign_rows(session: Session, _flush_context: Any, _instances: Any) -> None:
@@ -141,11 +148,15 @@ def _configure_sqlite(engine: Engine) -> None:
         driver = connection.connection.driver_connection
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
-            # Waiting for another writer's lock ends at the call's deadline: no connection outlives its call.
-            driver.execute(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
+            _bound_sqlite_lock_wait(driver.execute)
             driver.execute(begin)
         except sqlite3.OperationalError as error:  # "database is locked": what SQLAlchemy would have raised
             raise exc.OperationalError(begin, None, error) from None
+
+
+def _bound_sqlite_lock_wait(execute: Callable[[str], Any]) -> None:
+    # Waiting for another writer's lock ends at the call's deadline: no connection outlives its call.
+    execute(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
 
 
 def _configure_postgresql(engine: Engine) -> None:
@@ -154,9 +165,13 @@ def _configure_postgresql(engine: Engine) -> None:
         # Every statement of the transaction (and any lock wait) ends at the call's deadline: the server
         # cancels it, so no connection is held for a call whose caller has gone. A call without a deadline
         # keeps the connection's own limit (set at connect) and saves the round trip.
-        if remaining_seconds() is None:
-            return
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}")
+        _bound_postgresql_statements(connection.exec_driver_sql)
+
+
+def _bound_postgresql_statements(execute: Callable[[str], Any]) -> None:
+    """Ends the open transaction's statements at the call's deadline (nothing to do without one)."""
+    if remaining_seconds() is not None:
+        execute(f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}")
 
 
 class Database:
@@ -181,10 +196,17 @@ class Database:
                 },
             }
         self.engine = create_engine(url, **options)
+        # What bounds a read's waits by the call's deadline, as the "begin" events do for sessions.
+        self._bound_read: Callable[[Callable[[str], Any]], None] = lambda _execute: None
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
+            self._bound_read = _bound_sqlite_lock_wait
         elif self.engine.dialect.name == "postgresql":
             _configure_postgresql(self.engine)
+            self._bound_read = _bound_postgresql_statements
+        dbapi = self.engine.dialect.loaded_dbapi
+        self._driver_faults: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
+        self._compiled_read = functools.lru_cache(maxsize=64)(self._compile_owned_read)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "do_orm_execute", _scope_to_caller)
         event.listen(self._sessions, "before_flush", _refuse_foreign_rows)
@@ -225,6 +247,45 @@ class Database:
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError):
             _refuse_if_expired()  # the wait was cut short by the deadline, not by a database fault
             raise Unavailable("the database is unavailable; retry later") from None
+
+    def fetch_owned(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The caller's rows that `statement` selects: one statement, run on the driver without a Session.
+
+        For reads by key on the hot path, where the Session and the ORM's loading cost more than the query.
+        The owner scope is the Session's own: the statement gets the same loader criteria, and the caller's id
+        is filled in here. A statement that binds no owner once scoped (a Core select, which loader criteria
+        do not reach) is refused with OwnerScopeError. Faults become domain errors as in `transaction()`.
+        """
+        read = self._compiled_read(statement)
+        arguments = read.arguments(_with_owner(parameters))
+        _refuse_if_expired()
+        try:
+            pooled = self.engine.pool.connect()
+        except (exc.TimeoutError, *self._driver_faults):
+            raise Unavailable("the database is unavailable; retry later") from None
+        cursor = None
+        try:
+            cursor = pooled.cursor()
+            self._bound_read(cursor.execute)
+            cursor.execute(read.sql, arguments)
+            rows = cursor.fetchall()
+        except self._driver_faults as error:
+            if self.engine.dialect.is_disconnect(error, pooled, cursor):
+                pooled.invalidate()  # replaced, not handed to the next call
+            _refuse_if_expired()  # the statement was cancelled at the deadline, not by a database fault
+            raise Unavailable("the database is unavailable; retry later") from None
+        finally:
+            if cursor is not None:
+                cursor.close()
+            pooled.close()  # back to the pool, which rolls back whatever transaction the driver opened
+        return [read.row(row) for row in rows]
+
+    def _compile_owned_read(self, statement: Select[Any]) -> CompiledRead:
+        # Built once per statement object: the repository's reads are module constants.
+        read = CompiledRead.of(_scoped(statement), self.engine.dialect)
+        if not read.binds(_SCOPE_PARAMETER):
+            raise OwnerScopeError("refusing a read that the owner scope does not reach (not an ORM statement)")
+        return read
 
     def dispose(self) -> None:
         self.engine.dispose()
