@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, bindparam, exc, func, or_, select, tuple_
 
@@ -105,51 +107,99 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _conditions(task_filter: TaskFilter) -> list[ColumnElement[bool]]:
+class _Shape(NamedTuple):
+    """What a ListTasks query's statements depend on: which filters are set (not their values), the order."""
+
+    by_completed: bool
+    by_text: bool
+    sort: SortField
+    descending: bool
+
+    @classmethod
+    def of(cls, task_filter: TaskFilter) -> _Shape:
+        by_completed = task_filter.completed is not None
+        return cls(by_completed, bool(task_filter.text), task_filter.sort, task_filter.descending)
+
+
+def _conditions(shape: _Shape) -> list[ColumnElement[bool]]:
+    """The filter's conditions, its values left as bound parameters (_filter_parameters gives them)."""
     conditions: list[ColumnElement[bool]] = []
-    if task_filter.completed is not None:
-        conditions.append(Task.completed.is_(task_filter.completed))
-    if task_filter.text:
-        pattern = f"%{_escape_like(task_filter.text)}%"
+    if shape.by_completed:
+        conditions.append(Task.completed == bindparam("completed"))
+    if shape.by_text:
+        pattern = bindparam("pattern", type_=Task.title.type)
         conditions.append(
             or_(Task.title.ilike(pattern, escape="\\"), Task.description.ilike(pattern, escape="\\"))
         )
     return conditions
 
 
-def _page_statements(task_filter: TaskFilter, after: Cursor | None) -> list[Select[tuple[Task]]]:
-    """The statements that, run in turn, yield the tasks after `after` in the filter's order.
+def _filter_parameters(task_filter: TaskFilter) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    if task_filter.completed is not None:
+        parameters["completed"] = task_filter.completed
+    if task_filter.text:
+        parameters["pattern"] = f"%{_escape_like(task_filter.text)}%"
+    return parameters
+
+
+class _Seek(enum.Enum):
+    """Where a page starts: at the first task, or after a cursor with or without a sort value."""
+
+    FIRST = enum.auto()
+    AFTER_VALUE = enum.auto()
+    AFTER_NO_VALUE = enum.auto()  # the cursor's task has no value for a nullable sort key
+
+    @classmethod
+    def of(cls, after: Cursor | None) -> _Seek:
+        if after is None:
+            return cls.FIRST
+        return cls.AFTER_NO_VALUE if after.sort_value is None else cls.AFTER_VALUE
+
+
+# Statements are built once per query shape: what the filter constrains (not its values), the order, and the
+# seek. Their values are bound parameters, so the session compiles each shape once (a few hundred at most).
+@functools.cache
+def _page_statements(shape: _Shape, seek: _Seek) -> tuple[Select[tuple[Any, ...]], ...]:
+    """The statements that, run in turn, yield the tasks after the cursor in the filter's order.
 
     Keyset pagination: each statement seeks past the cursor with a row-value comparison on
     (sort key, id), a range scan on the (owner, sort key, id) index whatever the page number.
     A nullable sort key is split in two statements (tasks with a value, tasks without), since NULL
-    never compares: unset values come last ascending and first descending.
+    never compares: unset values come last ascending and first descending. Each takes `limit`.
     """
-    column = _SORT_COLUMNS[task_filter.sort]
-    descending = task_filter.descending
-    base = select(Task).where(*_conditions(task_filter))
+    column = _SORT_COLUMNS[shape.sort]
+    descending = shape.descending
+    base = select(*_RECORD_COLUMNS).where(*_conditions(shape)).limit(bindparam("limit"))
     by_key = base.order_by(*((column.desc(), Task.id.desc()) if descending else (column, Task.id)))
+    after_id = bindparam("after_id", type_=Task.id.type)
 
-    def seek(statement: Select[tuple[Task]], cursor: Cursor) -> Select[tuple[Task]]:
+    def seek_past(statement: Select[tuple[Any, ...]]) -> Select[tuple[Any, ...]]:
         position = tuple_(column, Task.id)
-        bound = (cursor.sort_value, cursor.task_id)
+        bound = tuple_(bindparam("after_value", type_=column.type), after_id)
         return statement.where(position < bound if descending else position > bound)
 
-    if task_filter.sort not in _NULLABLE_SORT_FIELDS:
-        return [by_key if after is None else seek(by_key, after)]
+    if shape.sort not in _NULLABLE_SORT_FIELDS:
+        return (by_key,) if seek is _Seek.FIRST else (seek_past(by_key),)
 
     with_value = by_key.where(column.is_not(None))
     without_value = base.where(column.is_(None)).order_by(Task.id.desc() if descending else Task.id)
-    if after is None:
-        return [without_value, with_value] if descending else [with_value, without_value]
-    if after.sort_value is None:
-        past = Task.id < after.task_id if descending else Task.id > after.task_id
-        return [without_value.where(past), with_value] if descending else [without_value.where(past)]
-    return [seek(with_value, after)] if descending else [seek(with_value, after), without_value]
+    if seek is _Seek.FIRST:
+        return (without_value, with_value) if descending else (with_value, without_value)
+    if seek is _Seek.AFTER_NO_VALUE:
+        past = without_value.where(Task.id < after_id if descending else Task.id > after_id)
+        return (past, with_value) if descending else (past,)
+    return (seek_past(with_value),) if descending else (seek_past(with_value), without_value)
 
 
-def _cursor_of(task: Task, sort: SortField) -> Cursor:
-    return Cursor(sort_value=getattr(task, _SORT_COLUMNS[sort].key), task_id=task.id)
+@functools.cache
+def _count_statement(shape: _Shape) -> Select[tuple[int]]:
+    return select(func.count()).select_from(Task).where(*_conditions(shape))
+
+
+def _cursor_of(record: TaskRecord, sort: SortField) -> Cursor:
+    value = getattr(record, sort.value)
+    return Cursor(sort_value=int(value) if sort is SortField.PRIORITY else value, task_id=record.task_id)
 
 
 class TaskRepository:
@@ -199,17 +249,21 @@ class TaskRepository:
 
     def list(self, *, task_filter: TaskFilter, after: Cursor | None, limit: int) -> TaskPage:
         """Up to `limit` tasks after `after`, the cursor of the next page, and how many match in all."""
-        with self._db.transaction() as session:
-            tasks: list[Task] = []
-            for statement in _page_statements(task_filter, after):
-                wanted = limit + 1 - len(tasks)  # one more than the page tells whether another follows
+        shape = _Shape.of(task_filter)
+        parameters = _filter_parameters(task_filter)
+        if after is not None:
+            parameters |= {"after_value": after.sort_value, "after_id": after.task_id}
+        rows: list[tuple[Any, ...]] = []
+        with self._db.owned_reads() as read:
+            for statement in _page_statements(shape, _Seek.of(after)):
+                wanted = limit + 1 - len(rows)  # one more than the page tells whether another follows
                 if wanted <= 0:
                     break
-                tasks.extend(session.scalars(statement.limit(wanted)))
-            total = session.scalar(select(func.count()).select_from(Task).where(*_conditions(task_filter)))
-            page = tasks[:limit]
-            next_cursor = _cursor_of(page[-1], task_filter.sort) if len(tasks) > limit else None
-            return TaskPage(records=[_record(t) for t in page], next_cursor=next_cursor, total_size=total or 0)
+                rows.extend(read(statement, {**parameters, "limit": wanted}))
+            ((total,),) = read(_count_statement(shape), parameters)
+        records = [_record_of_row(row) for row in rows[:limit]]
+        next_cursor = _cursor_of(records[-1], task_filter.sort) if len(rows) > limit else None
+        return TaskPage(records=records, next_cursor=next_cursor, total_size=total)
 
     def update(self, *, task_id: str, changes: Mapping[str, Any], etag: str | None) -> TaskRecord:
         """Applies `changes` (TaskFields names → values); with `etag`, only if the task is unchanged."""

@@ -159,6 +159,11 @@ def _bound_sqlite_lock_wait(execute: Callable[[str], Any]) -> None:
     execute(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
 
 
+def _begin_sqlite_read(execute: Callable[[str], Any]) -> None:
+    _bound_sqlite_lock_wait(execute)
+    execute("BEGIN")  # the reads of one block see one snapshot
+
+
 def _configure_postgresql(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -196,17 +201,18 @@ class Database:
                 },
             }
         self.engine = create_engine(url, **options)
-        # What bounds a read's waits by the call's deadline, as the "begin" events do for sessions.
-        self._bound_read: Callable[[Callable[[str], Any]], None] = lambda _execute: None
+        # How owned_reads begins its transaction: what the "begin" events do for sessions.
+        self._begin_read: Callable[[Callable[[str], Any]], None] = lambda _execute: None
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
-            self._bound_read = _bound_sqlite_lock_wait
+            self._begin_read = _begin_sqlite_read
         elif self.engine.dialect.name == "postgresql":
             _configure_postgresql(self.engine)
-            self._bound_read = _bound_postgresql_statements
+            self._begin_read = _bound_postgresql_statements  # the driver begins the transaction itself
         dbapi = self.engine.dialect.loaded_dbapi
         self._driver_faults: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
-        self._compiled_read = functools.lru_cache(maxsize=64)(self._compile_owned_read)
+        # Bounded: the repository's statements are built once per query shape, a few hundred at most.
+        self._compiled_read = functools.lru_cache(maxsize=512)(self._compile_owned_read)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         event.listen(self._sessions, "do_orm_execute", _scope_to_caller)
         event.listen(self._sessions, "before_flush", _refuse_foreign_rows)
@@ -249,15 +255,20 @@ class Database:
             raise Unavailable("the database is unavailable; retry later") from None
 
     def fetch_owned(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """The caller's rows that `statement` selects: one statement, run on the driver without a Session.
+        """The caller's rows that `statement` selects (one read of `owned_reads`)."""
+        with self.owned_reads() as read:
+            return read(statement, parameters)
 
-        For reads by key on the hot path, where the Session and the ORM's loading cost more than the query.
-        The owner scope is the Session's own: the statement gets the same loader criteria, and the caller's id
-        is filled in here. A statement that binds no owner once scoped (a Core select, which loader criteria
-        do not reach) is refused with OwnerScopeError. Faults become domain errors as in `transaction()`.
+    @contextmanager
+    def owned_reads(self) -> Iterator[Callable[[Select[Any], Mapping[str, Any]], list[tuple[Any, ...]]]]:
+        """A reader of the caller's rows: statements run on the driver, without a Session.
+
+        For the hot reads (GetTask, ListTasks), where the Session and the ORM's loading cost more than the
+        queries. The owner scope is the Session's own: each statement gets the same loader criteria, and the
+        caller's id is filled in here. A statement that binds no owner once scoped (a Core select, which
+        loader criteria do not reach) is refused with OwnerScopeError. The reads of one block share a
+        connection and a transaction; faults become domain errors as in `transaction()`.
         """
-        read = self._compiled_read(statement)
-        arguments = read.arguments(_with_owner(parameters))
         _refuse_if_expired()
         try:
             pooled = self.engine.pool.connect()
@@ -266,9 +277,14 @@ class Database:
         cursor = None
         try:
             cursor = pooled.cursor()
-            self._bound_read(cursor.execute)
-            cursor.execute(read.sql, arguments)
-            rows = cursor.fetchall()
+            self._begin_read(cursor.execute)
+
+            def read(statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+                compiled = self._compiled_read(statement)
+                cursor.execute(compiled.sql, compiled.arguments(_with_owner(parameters)))
+                return [compiled.row(row) for row in cursor.fetchall()]
+
+            yield read
         except self._driver_faults as error:
             if self.engine.dialect.is_disconnect(error, pooled, cursor):
                 pooled.invalidate()  # replaced, not handed to the next call
@@ -277,11 +293,9 @@ class Database:
         finally:
             if cursor is not None:
                 cursor.close()
-            pooled.close()  # back to the pool, which rolls back whatever transaction the driver opened
-        return [read.row(row) for row in rows]
+            pooled.close()  # back to the pool, which rolls the read transaction back
 
     def _compile_owned_read(self, statement: Select[Any]) -> CompiledRead:
-        # Built once per statement object: the repository's reads are module constants.
         read = CompiledRead.of(_scoped(statement), self.engine.dialect)
         if not read.binds(_SCOPE_PARAMETER):
             raise OwnerScopeError("refusing a read that the owner scope does not reach (not an ORM statement)")
