@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import secrets
+import threading
 
 import grpc
 import pytest
@@ -223,3 +224,24 @@ def test_a_read_without_a_session_cannot_bring_its_own_owner_scope(database: Dat
     run_as("alice", lambda: TaskRepository(database).create(fields=TaskFields(title="alice's")))
     with pytest.raises(OwnerScopeError):
         run_as("bob", lambda: database.fetch_owned(select(Task.title), {"todo_scope_owner_id": "alice"}))
+
+
+def test_the_reads_of_one_block_see_one_snapshot(database: Database) -> None:
+    """A ListTasks page runs several statements: a write committed between them must not show in some only."""
+    repository = TaskRepository(database)
+    created = run_as("alice", lambda: repository.create(fields=TaskFields(title="before")))
+
+    def rename() -> None:
+        run_as("alice", lambda: repository.update(task_id=created.task_id, changes={"title": "after"}, etag=None))
+
+    def page() -> tuple[list[tuple[str]], list[tuple[str]]]:
+        as_user("alice")
+        with database.owned_reads() as read:
+            first = read(select(Task.title), {})
+            writer = threading.Thread(target=rename)  # another call, committing meanwhile
+            writer.start()
+            writer.join()
+            return first, read(select(Task.title), {})
+
+    assert contextvars.Context().run(page) == ([("before",)], [("before",)])
+    assert run_as("alice", lambda: repository.get(task_id=created.task_id)).title == "after"

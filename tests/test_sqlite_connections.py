@@ -3,15 +3,24 @@ busy timeout (a write waits its turn instead of failing at once)."""
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from sqlalchemy import select
 
 from server.app import TodoServer
+from server.call_deadline import set_call_deadline
 from server.config import Settings
+from server.db.models import Task
+from server.db.repository import TaskRepository
+from server.db.session import SQLITE_BUSY_TIMEOUT_MS, Database
+from server.identity import Identity, set_identity
+from server.tasks import TaskFields
 from tests.support import User
 
 
@@ -57,3 +66,45 @@ def test_a_write_waits_for_a_lock_held_briefly_instead_of_failing(alice: User, s
             assert alice.create_task("after the wait").title == "after the wait"  # busy_timeout: waited
         finally:
             release.join()
+
+
+def test_each_call_gets_a_busy_timeout_bounded_by_its_own_deadline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The timeout is kept on the pooled connection between calls, and set again only when a call needs another:
+    a short deadline must never outlive its call, nor a long one be cut by the call before."""
+    database = Database(f"sqlite:///{tmp_path / 'todo.db'}", pool_size=1)  # every call gets the same connection
+    database.migrate()
+
+    def busy_timeout_ms() -> int:
+        with database.engine.connect() as connection:
+            return connection.connection.driver_connection.execute("PRAGMA busy_timeout").fetchone()[0]
+
+    def call(deadline_seconds: float | None, work) -> int:  # type: ignore[no-untyped-def]
+        def run() -> int:
+            set_identity(Identity(user_id="alice"))
+            if deadline_seconds is not None:
+                set_call_deadline(deadline_seconds)
+            work()
+            return busy_timeout_ms()
+
+        return contextvars.Context().run(run)
+
+    def read() -> None:
+        database.fetch_owned(select(Task.id), {})
+
+    def write() -> None:
+        TaskRepository(database).create(fields=TaskFields(title="x"))
+
+    def in_bounds(deadline_seconds: float | None, busy_ms: int) -> bool:
+        if deadline_seconds is None:
+            return busy_ms == SQLITE_BUSY_TIMEOUT_MS
+        return deadline_seconds * 1000 - 500 < busy_ms <= deadline_seconds * 1000
+
+    try:
+        assert busy_timeout_ms() == SQLITE_BUSY_TIMEOUT_MS
+        # Every kind of call after every other, each with a deadline after none and none after one.
+        for before, after in itertools.product((read, write), repeat=2):
+            for first, then in ((None, 1.0), (1.0, None), (3.0, 1.0), (1.0, 3.0)):
+                assert in_bounds(first, call(first, before))
+                assert in_bounds(then, call(then, after)), (before.__name__, first, after.__name__, then)
+    finally:
+        database.dispose()

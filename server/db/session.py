@@ -22,6 +22,7 @@ from server.errors import Aborted, DeadlineExceeded, Unavailable
 from server.identity import current_user_id
 
 _WRITE_OPTION = "todo_write"
+_BUSY_TIMEOUT_KEY = "todo_busy_timeout_ms"  # in a pooled connection's info: its busy_timeout now
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # The longest a statement may run on PostgreSQL when the call has no deadline.
 POSTGRES_STATEMENT_TIMEOUT_MS = 30_000
@@ -128,7 +129,7 @@ def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
         # We emit BEGIN ourselves (below), so that writes can take the write lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -136,6 +137,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         # FULL, not WAL's usual NORMAL: a commit we acknowledged must survive a power cut too.
         cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        record.info[_BUSY_TIMEOUT_KEY] = SQLITE_BUSY_TIMEOUT_MS
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -148,20 +151,31 @@ def _configure_sqlite(engine: Engine) -> None:
         driver = connection.connection.driver_connection
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
-            _bound_sqlite_lock_wait(driver.execute)
+            _bound_sqlite_lock_wait(driver.execute, connection.info)
             driver.execute(begin)
         except sqlite3.OperationalError as error:  # "database is locked": what SQLAlchemy would have raised
             raise exc.OperationalError(begin, None, error) from None
 
 
-def _bound_sqlite_lock_wait(execute: Callable[[str], Any]) -> None:
-    # Waiting for another writer's lock ends at the call's deadline: no connection outlives its call.
-    execute(f"PRAGMA busy_timeout={_wait_ms(SQLITE_BUSY_TIMEOUT_MS)}")
+def _bound_sqlite_lock_wait(execute: Callable[[str], Any], info: dict[str, Any]) -> None:
+    """Waiting for another writer's lock ends at the call's deadline: no connection outlives its call."""
+    wait_ms = _wait_ms(SQLITE_BUSY_TIMEOUT_MS)
+    if info.get(_BUSY_TIMEOUT_KEY) != wait_ms:  # a call without a deadline rarely changes it
+        execute(f"PRAGMA busy_timeout={wait_ms}")
+        info[_BUSY_TIMEOUT_KEY] = wait_ms
 
 
-def _begin_sqlite_read(execute: Callable[[str], Any]) -> None:
-    _bound_sqlite_lock_wait(execute)
-    execute("BEGIN")  # the reads of one block see one snapshot
+def _begin_sqlite_read(execute: Callable[[str], Any], info: dict[str, Any], snapshot: bool) -> None:
+    _bound_sqlite_lock_wait(execute, info)
+    if snapshot:
+        execute("BEGIN")  # else each statement is its own transaction
+
+
+def _begin_postgresql_read(execute: Callable[[str], Any], _info: dict[str, Any], snapshot: bool) -> None:
+    # The driver has begun the transaction; without this, each statement would see its own snapshot.
+    if snapshot:
+        execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    _bound_postgresql_statements(execute)
 
 
 def _configure_postgresql(engine: Engine) -> None:
@@ -201,14 +215,14 @@ class Database:
                 },
             }
         self.engine = create_engine(url, **options)
-        # How owned_reads begins its transaction: what the "begin" events do for sessions.
-        self._begin_read: Callable[[Callable[[str], Any]], None] = lambda _execute: None
+        # How owned_reads begins: what the "begin" events do for sessions.
+        self._begin_read: Callable[[Callable[[str], Any], dict[str, Any], bool], None] = lambda *_: None
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
             self._begin_read = _begin_sqlite_read
         elif self.engine.dialect.name == "postgresql":
             _configure_postgresql(self.engine)
-            self._begin_read = _bound_postgresql_statements  # the driver begins the transaction itself
+            self._begin_read = _begin_postgresql_read
         dbapi = self.engine.dialect.loaded_dbapi
         self._driver_faults: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         # Bounded: the repository's statements are built once per query shape, a few hundred at most.
@@ -256,18 +270,21 @@ class Database:
 
     def fetch_owned(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The caller's rows that `statement` selects (one read of `owned_reads`)."""
-        with self.owned_reads() as read:
+        with self.owned_reads(snapshot=False) as read:  # one statement sees one snapshot anyway
             return read(statement, parameters)
 
     @contextmanager
-    def owned_reads(self) -> Iterator[Callable[[Select[Any], Mapping[str, Any]], list[tuple[Any, ...]]]]:
+    def owned_reads(
+        self, *, snapshot: bool = True
+    ) -> Iterator[Callable[[Select[Any], Mapping[str, Any]], list[tuple[Any, ...]]]]:
         """A reader of the caller's rows: statements run on the driver, without a Session.
 
         For the hot reads (GetTask, ListTasks), where the Session and the ORM's loading cost more than the
         queries. The owner scope is the Session's own: each statement gets the same loader criteria, and the
         caller's id is filled in here. A statement that binds no owner once scoped (a Core select, which
         loader criteria do not reach) is refused with OwnerScopeError. The reads of one block share a
-        connection and a transaction; faults become domain errors as in `transaction()`.
+        connection and, with `snapshot`, see the database as it was at their first read (REPEATABLE READ on
+        PostgreSQL). Faults become domain errors as in `transaction()`.
         """
         _refuse_if_expired()
         try:
@@ -277,7 +294,7 @@ class Database:
         cursor = None
         try:
             cursor = pooled.cursor()
-            self._begin_read(cursor.execute)
+            self._begin_read(cursor.execute, pooled.info, snapshot)
 
             def read(statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                 compiled = self._compiled_read(statement)
