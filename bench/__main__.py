@@ -139,9 +139,13 @@ class Bench:
         name = "bare-aio" if aio else "bare-grpcio"
         return self._start(name, command, "serving on", cpus=self.server_cpus, port=port, env=_repo_path())
 
-    def start_todo(self, name: str, database_url: str, *, workers: int = 1, pinned: bool = True, log_level="INFO"):  # type: ignore[no-untyped-def]
+    def start_todo(  # type: ignore[no-untyped-def]
+        self, name: str, database_url: str, *, workers=1, pinned=True, log_level="INFO", floor=False
+    ):
         port = processes.free_port()
-        command = [str(BIN / "todo-server"), "--listen", f"127.0.0.1:{port}", "--database-url", database_url]
+        # The floor: the same server with its data layer answered from memory (bench/floors.py).
+        program = [sys.executable, "-m", "bench.floors", "todo-server"] if floor else [str(BIN / "todo-server")]
+        command = [*program, "--listen", f"127.0.0.1:{port}", "--database-url", database_url]
         command += [
             "--max-workers",
             str(MAX_WORKERS),
@@ -151,16 +155,18 @@ class Bench:
             "--log-level",
             log_level,
         ]
-        env = {"BETTER_AUTH_SECRET": self.secret}
+        env = {"BETTER_AUTH_SECRET": self.secret, **_repo_path()}
         cpus = self.server_cpus if pinned else None
         marker = "serving todo.v1.TaskService" if log_level == "INFO" else ""  # else: when the port answers
         return self._start(name, command, marker, cpus=cpus, count=workers, port=port, env=env)
 
-    def start_fastapi(self, database_url: str) -> processes.ServerProcess:
+    def start_fastapi(self, database_url: str, *, floor: bool = False) -> processes.ServerProcess:
         port = processes.free_port()
-        command = [sys.executable, "-m", "bench.fastapi_app", "--port", str(port), "--database-url", database_url]
+        program = ["bench.floors", "fastapi"] if floor else ["bench.fastapi_app"]
+        command = [sys.executable, "-m", *program, "--port", str(port), "--database-url", database_url]
         command += ["--secret-file", str(self.scratch / "secret")]
-        return self._start("fastapi", command, "", cpus=self.server_cpus, port=port, env=_repo_path())
+        name = "fastapi-floor" if floor else "fastapi"
+        return self._start(name, command, "", cpus=self.server_cpus, port=port, env=_repo_path())
 
     # --- targets -------------------------------------------------------------------------------------
     def add_grpc(
@@ -171,6 +177,16 @@ class Bench:
         self.targets.append(
             Target(key, label, server, call, load_cpus=cpus, expected_bytes=expected, byte_tolerance=tolerance)
         )
+
+    def add_rest(self, key: str, label: str, server: processes.ServerProcess, data: calls.Dataset) -> None:
+        task_id = data.task_name.rsplit("/", 1)[1]
+        answer = calls.rest_get_once(server.port, task_id, data.reader_token)
+        if answer.get("name") != data.task_name:
+            raise RuntimeError(f"{key} answered {answer!r}, not the task {data.task_name}")
+        target = Target(key, label, server, None, load_cpus=self.load_cpus)
+        target.rest_path = f"/v1/users/me/tasks/{task_id}"
+        target.rest_authorization = f"Bearer {data.reader_token}"
+        self.targets.append(target)
 
     def build(self, pg_database_url: str | None) -> None:
         opts = self.options
@@ -198,21 +214,19 @@ class Bench:
                 self.add_grpc(
                     key, f"b. todo-server {method}, SQLite", todo, grpc_calls[method], tolerance=tolerance
                 )
+        if opts.wants("get-floor"):
+            floor = self.start_todo("todo-sqlite-floor", sqlite_url, floor=True)
+            label = "b0. todo-server GetTask, data layer answered from memory"
+            self.add_grpc("get-floor", label, floor, grpc_calls["GetTask"])
         if opts.wants("quiet"):
             quiet = self.start_todo("todo-sqlite-quiet", sqlite_url, log_level="WARNING")
             self.add_grpc("quiet", "b'. GetTask, SQLite, access log off (WARNING)", quiet, grpc_calls["GetTask"])
-        if opts.wants("fastapi"):
-            fastapi = self.start_fastapi(sqlite_url)
-            task_id = data.task_name.rsplit("/", 1)[1]
-            answer = calls.rest_get_once(fastapi.port, task_id, data.reader_token)
-            if answer.get("name") != data.task_name:
-                raise RuntimeError(f"the FastAPI app answered {answer!r}, not the task {data.task_name}")
-            target = Target(
-                "fastapi", "d. FastAPI + uvicorn GetTask, SQLite", fastapi, None, load_cpus=self.load_cpus
-            )
-            target.rest_path = f"/v1/users/me/tasks/{task_id}"
-            target.rest_authorization = f"Bearer {data.reader_token}"
-            self.targets.append(target)
+        for key, label, floor in (
+            ("fastapi", "d. FastAPI + uvicorn GetTask, SQLite", False),
+            ("fastapi-floor", "d0. FastAPI GetTask, data layer answered from memory", True),
+        ):
+            if opts.wants(key):
+                self.add_rest(key, label, self.start_fastapi(sqlite_url, floor=floor), data)
         if pg_database_url is not None:
             pg = self.start_todo("todo-postgres", pg_database_url)
             pg_data = calls.seed(pg.port, self.secret.encode())

@@ -33,6 +33,10 @@ class Ratio:
 RATIOS = (
     Ratio("b/a: authenticated GetTask (SQLite) / bare grpcio", "get", "bare", 0.75),
     Ratio("b/d: GetTask (SQLite) / FastAPI + uvicorn", "get", "fastapi", 2.0),
+    Ratio("b0/a: todo-server GetTask, data layer from memory / bare grpcio", "get-floor", "bare", None),
+    Ratio(
+        "b0/d0: todo-server / FastAPI, both with the data layer from memory", "get-floor", "fastapi-floor", None
+    ),
     Ratio("grpc.aio / grpcio sync (bare handlers)", "aio", "bare", None),
     Ratio("GetTask with the access log / without (cost of one INFO line per call)", "get", "quiet", None),
     Ratio("--workers 2 / 1 worker (GetTask SQLite, unpinned)", "w2", "w1", 1.6),
@@ -117,6 +121,64 @@ def _cpu_ratios(targets: list[Target], levels: tuple[int, ...]) -> list[str]:
             lines.append(
                 f"| {ratio.label} | {concurrency} | {_median(bottoms) / _median(tops):.2f} | {per_round} |"
             )
+    return lines
+
+
+# Each part of a GetTask: (label, target, target to subtract or None).
+_PARTS: tuple[tuple[str, str, str | None], ...] = (
+    ("grpcio's own server with a constant handler (a)", "bare", None),
+    (
+        "todo-server around the data layer: threads, auth, metrics, access log, errors, deadline, "
+        "decoding, servicer (b0 - a)",
+        "get-floor",
+        "bare",
+    ),
+    ("todo-server's data layer: pooled connection, SQLite read, record (b - b0)", "get", "get-floor"),
+    ("**todo-server GetTask (b)**", "get", None),
+    ("FastAPI + uvicorn around the data layer: HTTP, routing, PyJWT, threadpool (d0)", "fastapi-floor", None),
+    ("FastAPI's data layer: the same TaskRepository (d - d0)", "fastapi", "fastapi-floor"),
+    ("**FastAPI GetTask (d)**", "fastapi", None),
+)
+
+
+def _cpu(targets: dict[str, Target], key: str, concurrency: int) -> float | None:
+    target = targets.get(key)
+    values = target.cpu_us_per_call.get(concurrency, []) if target is not None else []
+    return _median(values) if values else None
+
+
+def _subtraction(targets: list[Target], levels: tuple[int, ...]) -> list[str]:
+    """Each part of a GetTask's cost, from the targets that differ by that part alone (server CPU per call)."""
+    by_key = {t.key: t for t in targets}
+    needed = {"bare", "get", "get-floor", "fastapi", "fastapi-floor"}
+    if not needed <= by_key.keys():
+        return [f"(skipped: needs the targets {', '.join(sorted(needed))})"]
+    lines = [
+        "Server CPU per call (median of the rounds), each part the difference between two targets that differ "
+        "by that part alone. b0 and d0 are the same two servers with TaskRepository.get answered from memory "
+        "(bench/floors.py): both stacks cut at the same place.",
+        "",
+        f"| part | {' | '.join(f'us/call at c={c}' for c in levels)} |",
+        f"| --- |{' ---: |' * len(levels)}",
+    ]
+    for label, key, minus in _PARTS:
+        cells = []
+        for concurrency in levels:
+            value, subtrahend = _cpu(by_key, key, concurrency), _cpu(by_key, minus, concurrency) if minus else 0.0
+            cells.append("" if value is None or subtrahend is None else f"{value - subtrahend:.0f}")
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines.append("")
+    for concurrency in levels:
+        a, b0 = _cpu(by_key, "bare", concurrency), _cpu(by_key, "get-floor", concurrency)
+        d0 = _cpu(by_key, "fastapi-floor", concurrency)
+        if a is None or b0 is None or d0 is None:
+            continue
+        lines.append(
+            f"- At c={concurrency}: with a database that cost nothing, GetTask would reach a/b0 = "
+            f"{a / b0:.2f} x the bare server (goal 0.75) and d0/b0 = {d0 / b0:.2f} x FastAPI (goal 2). "
+            "Any data layer lowers both: the same repository adds the same work to b and to d, so b/d stays "
+            "below d0/b0, and 2 x FastAPI needs todo-server around its data layer to cost half of FastAPI's."
+        )
     return lines
 
 
@@ -235,7 +297,8 @@ def render(
         "log at INFO, auth, error mapping, caller-scoped SQLAlchemy) with a valid token on "
         "SQLite: GetTask, ListTasks (a page of 50), CreateTask; (c) the same on PostgreSQL (a scratch "
         "database); (d) FastAPI + uvicorn (uvloop, httptools, access log off) doing GetTask's work: PyJWT HS256 "
-        "check and the same TaskRepository lookup.",
+        "check and the same TaskRepository lookup; (b0) and (d0) the same two servers with that lookup "
+        "answered from memory, to split a call's cost (bench/floors.py).",
         "",
         *(f"Note: {note}" for note in notes),
         "",
@@ -259,7 +322,11 @@ def render(
         "",
         *_rss(rss),
         "",
-        "## Where the time goes",
+        "## Where a GetTask's time goes, by subtraction",
+        "",
+        *_subtraction(targets, levels),
+        "",
+        "## Where the time goes, by profile",
         "",
         *_profile(profile, targets, levels),
         "",

@@ -9,6 +9,8 @@ import grpc
 import pytest
 from todo.v1 import task_service_pb2 as pb
 
+from bench import report
+from bench.__main__ import Target
 from bench.calls import call_once, write_call
 from bench.grpc_frames import frame, unframe
 from bench.h2load import Load, run_load
@@ -58,3 +60,26 @@ def test_h2load_data_bytes_tell_ok_answers_from_grpc_errors(todo_server: TodoSer
     assert ok.data_bytes_per_response == call_once(todo_server.port, good)
     assert refused.done > 0
     assert refused.data_bytes_per_response == 0
+
+
+def test_the_report_splits_a_call_by_subtracting_the_targets_that_differ_by_one_part() -> None:
+    cpu = {"bare": 100.0, "get-floor": 250.0, "get": 450.0, "fastapi-floor": 330.0, "fastapi": 470.0}
+    targets = [
+        Target(key, key, server=None, cpu_us_per_call={8: [us * 0.9, us, us * 1.1]}) for key, us in cpu.items()
+    ]
+
+    lines = "\n".join(report._subtraction(targets, (8,)))
+
+    assert "| grpcio's own server with a constant handler (a) | 100 |" in lines
+    assert "servicer (b0 - a) | 150 |" in lines
+    assert "record (b - b0) | 200 |" in lines
+    assert "(d - d0) | 140 |" in lines
+    assert "a/b0 = 0.40 x the bare server" in lines
+    assert "d0/b0 = 1.32 x FastAPI" in lines
+
+
+def test_the_report_says_what_it_cannot_split_without_every_target() -> None:
+    targets = [Target("get", "get", server=None, cpu_us_per_call={8: [450.0]})]
+    assert report._subtraction(targets, (8,)) == [
+        "(skipped: needs the targets bare, fastapi, fastapi-floor, get, get-floor)"
+    ]
