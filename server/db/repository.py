@@ -65,19 +65,7 @@ def _etag(task: Task) -> str:
 
 
 def _record(task: Task) -> TaskRecord:
-    return TaskRecord(
-        task_id=task.id,
-        owner_id=task.owner_id,
-        title=task.title,
-        description=task.description,
-        completed=task.completed,
-        priority=Priority(task.priority),
-        due_time=task.due_time,
-        create_time=task.create_time,
-        update_time=task.update_time,
-        complete_time=task.complete_time,
-        etag=_etag(task),
-    )
+    return _record_of_row(tuple(getattr(task, column.key) for column in _RECORD_COLUMNS))
 
 
 def _record_of_row(row: tuple[Any, ...]) -> TaskRecord:
