@@ -1,7 +1,7 @@
 """A SELECT compiled once for one dialect, run on the driver connection with SQLAlchemy's own type handling.
 
 SQLAlchemy's per-execution machinery (Session, ORM loading, execution context) cost a GetTask more than
-everything else it does (docs/benchmarks.md). A read by key needs none of it: the SQL, the order of its
+everything else it does (docs/benchmarks.md). A read needs none of it: the SQL, the order of its
 parameters and each column's conversion are fixed once the statement is compiled. This module knows nothing
 about owners; session.py compiles only statements it has scoped to the caller, and runs them.
 """

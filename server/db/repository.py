@@ -28,8 +28,8 @@ _SORT_COLUMNS: dict[SortField, Any] = {
 _NULLABLE_SORT_FIELDS = frozenset({SortField.DUE_TIME})
 
 # Built once: making a statement costs more than SQLAlchemy's cached run of it. The session adds the owner.
-_BY_ID = select(Task).where(Task.id == bindparam("task_id"))
-# Reads by key run without a Session (Database.fetch_owned): these columns, in this order (_record_of_row).
+_BY_ID = select(Task).where(Task.id == bindparam("task_id"))  # writes: the entity, through the Session
+# Reads run without a Session (Database.owned_reads) and select these columns, in this order (_record_of_row).
 _RECORD_COLUMNS = (
     Task.id,
     Task.owner_id,
