@@ -1,14 +1,16 @@
 """The PostgreSQL connection pool as the server runs it: one connection per RPC thread and not one more,
-dead connections replaced before a call gets them, and a call that cannot get one fails UNAVAILABLE fast."""
+dead connections replaced or retried so that no call sees them, and a call that cannot get one fails
+UNAVAILABLE fast."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
-from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy import Connection, Pool, create_engine, event, text
 from sqlalchemy.engine import make_url
 from todo.v1 import task_service_pb2 as pb
 
@@ -71,10 +73,12 @@ def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
     while set(backends) & set(_server_backends(database_url)):
         assert time.monotonic() < deadline, "the terminated backends did not exit"
         time.sleep(0.05)
-    # pool_pre_ping: each dead connection is found at checkout and replaced; no call sees the failure.
-    for _ in range(3 * todo_server.database.engine.pool.size()):
-        alice.list_tasks()  # through a Session
-        assert alice.get_task(task.name) == task  # straight on the driver connection (Database.fetch_owned)
+    # No call sees the failure: a write's connection is pinged at checkout and replaced, a read's first
+    # statement is sent again on a fresh connection.
+    for n in range(3 * todo_server.database.engine.pool.size()):
+        alice.list_tasks()
+        assert alice.get_task(task.name) == task
+        alice.create_task(f"written after the restart {n}")
 
 
 @pytest.fixture
@@ -102,16 +106,17 @@ def test_readiness_still_answers_when_every_running_call_holds_a_connection(
             connection.close()
 
 
-def _list_tasks(user: User) -> object:  # through a Session
-    return user.stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=user.metadata, timeout=30)
+def _create_task(user: User) -> object:  # a write, through a Session
+    request = pb.CreateTaskRequest(parent="users/me", task=pb.Task(title="waits for a connection"))
+    return user.stub.CreateTask(request, metadata=user.metadata, timeout=30)
 
 
-def _get_task(user: User) -> object:  # straight on a pooled driver connection (Database.fetch_owned)
+def _get_task(user: User) -> object:  # a read, straight on a pooled driver connection (Database.owned_reads)
     request = pb.GetTaskRequest(name=f"users/me/tasks/{'0' * 32}")
     return user.stub.GetTask(request, metadata=user.metadata, timeout=30)
 
 
-@pytest.mark.parametrize("call", [_list_tasks, _get_task], ids=["ListTasks", "GetTask"])
+@pytest.mark.parametrize("call", [_create_task, _get_task], ids=["CreateTask", "GetTask"])
 def test_a_call_that_cannot_get_a_connection_fails_unavailable_at_the_pool_timeout(
     every_connection_taken: list[Connection], alice: User, call: Callable[[User], object]
 ) -> None:
@@ -126,36 +131,99 @@ def test_a_call_that_cannot_get_a_connection_fails_unavailable_at_the_pool_timeo
     assert alice.list_tasks().total_size >= 0  # one given back: served again
 
 
-def test_a_read_whose_connection_dies_mid_call_fails_unavailable_and_the_connection_is_replaced(
-    todo_server: TodoServer, alice: User, database_url: str
-) -> None:
-    """Pre-ping cannot catch a connection that dies after checkout: that read fails UNAVAILABLE, and the
-    dead connection is thrown away rather than given to the next call."""
-    task = alice.create_task("read while the database restarts")
-    pool = todo_server.database.engine.pool
+def _kill_backend(database_url: str, pid: int) -> None:
+    """What a PostgreSQL restart or failover does to one connection: its backend is gone before it is used."""
+    admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+    deadline = time.monotonic() + 10
+    while pid in _server_backends(database_url):
+        assert time.monotonic() < deadline, "the terminated backend did not exit"
+        time.sleep(0.02)
+
+
+@contextmanager
+def connections_killed_at_checkout(
+    pool: Pool, database_url: str, *, times: int, before_server_checks: bool = False
+) -> Iterator[list[int]]:
+    """Kills the backend of each of the next `times` connections the pool hands out: after the server's own
+    checkout listener, or (`before_server_checks`) before it, as if it had died idle in the pool."""
     killed: list[int] = []
 
-    def kill_once(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
-        if killed:
-            return
-        killed.append(dbapi_connection.info.backend_pid)
-        admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": killed[0]})
-        finally:
-            admin.dispose()
-        deadline = time.monotonic() + 10
-        while killed[0] in _server_backends(database_url):  # gone before the read is sent on it
-            assert time.monotonic() < deadline, "the terminated backend did not exit"
-            time.sleep(0.02)
+    def kill(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if len(killed) < times:
+            killed.append(dbapi_connection.info.backend_pid)
+            _kill_backend(database_url, killed[-1])
 
-    event.listen(pool, "checkout", kill_once)  # after the pre-ping: the connection was alive when checked
+    event.listen(pool, "checkout", kill, insert=before_server_checks)
     try:
-        failure = failure_of(lambda: alice.get_task(task.name))
+        yield killed
     finally:
-        event.remove(pool, "checkout", kill_once)
+        event.remove(pool, "checkout", kill)
+
+
+# A BFF call without a deadline reads in autocommit (one statement, no transaction); with one, in a
+# transaction that bounds the statement (SET LOCAL statement_timeout). Both must recover alike.
+_READS = {
+    "GetTask-no-deadline": lambda user, name: user.stub.GetTask(
+        pb.GetTaskRequest(name=name), metadata=user.metadata
+    ).task,
+    "GetTask-deadline": lambda user, name: user.get_task(name),
+    "ListTasks": lambda user, _name: user.list_tasks().tasks[0],
+}
+
+
+@pytest.mark.parametrize("read", _READS.values(), ids=_READS.keys())
+def test_a_read_whose_connection_died_runs_again_once_on_a_fresh_one(
+    todo_server: TodoServer, alice: User, database_url: str, read: Callable[[User, str], object]
+) -> None:
+    """Reads take a connection without a ping (a round trip per call): one that died idle fails at the
+    read's first statement, which is then sent once more on a fresh connection. The caller sees nothing."""
+    task = alice.create_task("read while the database restarts")
+    pool = todo_server.database.engine.pool
+    with connections_killed_at_checkout(pool, database_url, times=1) as killed:
+        answer = read(alice, task.name)
     assert killed
+    assert answer == task
+    assert killed[0] not in _server_backends(database_url)
+
+
+def test_a_read_whose_fresh_connection_dies_too_fails_unavailable_and_both_are_replaced(
+    todo_server: TodoServer, alice: User, database_url: str
+) -> None:
+    task = alice.create_task("read while the database keeps restarting")
+    pool = todo_server.database.engine.pool
+    with connections_killed_at_checkout(pool, database_url, times=2) as killed:
+        failure = failure_of(lambda: alice.get_task(task.name))
+    assert len(killed) == 2  # tried once more, and only once
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
     for _ in range(2 * pool.size()):  # every connection the pool hands out now works
         assert alice.get_task(task.name) == task
+
+
+def test_a_write_never_gets_a_dead_connection(todo_server: TodoServer, alice: User, database_url: str) -> None:
+    """A write is not sent again (it may have been done): its connection is pinged at checkout instead,
+    and one that died is replaced before the write's first statement."""
+    pool = todo_server.database.engine.pool
+    with connections_killed_at_checkout(pool, database_url, times=1, before_server_checks=True) as killed:
+        task = alice.create_task("written while the database restarts")
+    assert killed
+    assert alice.get_task(task.name) == task
+
+
+def test_reads_give_their_connections_back_as_they_took_them(todo_server: TodoServer, alice: User) -> None:
+    """A read in autocommit must not leave its connection in autocommit: the next write on it would commit
+    each statement on its own."""
+    task = alice.create_task("read in autocommit")
+    for _ in range(3):
+        _READS["GetTask-no-deadline"](alice, task.name)
+    engine = todo_server.database.engine
+    held = [engine.raw_connection() for _ in range(engine.pool.size())]  # every connection, the read's too
+    try:
+        assert [connection.driver_connection.autocommit for connection in held] == [False] * len(held)
+    finally:
+        for connection in held:
+            connection.close()

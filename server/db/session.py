@@ -7,12 +7,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Engine, Select, bindparam, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from server.call_deadline import remaining_seconds
 from server.db import schema
@@ -165,20 +167,52 @@ def _bound_sqlite_lock_wait(execute: Callable[[str], Any], info: dict[str, Any])
         info[_BUSY_TIMEOUT_KEY] = wait_ms
 
 
-def _begin_sqlite_read(execute: Callable[[str], Any], info: dict[str, Any], snapshot: bool) -> None:
-    _bound_sqlite_lock_wait(execute, info)
-    if snapshot:
-        execute("BEGIN")  # else each statement is its own transaction
+# How a read block begins on each database, given its driver connection; what it returns undoes what it set.
+_BeginRead = Callable[[Any, Any, dict[str, Any], bool], Callable[[], None] | None]
 
 
-def _begin_postgresql_read(execute: Callable[[str], Any], _info: dict[str, Any], snapshot: bool) -> None:
-    # The driver has begun the transaction; without this, each statement would see its own snapshot.
+def _begin_sqlite_read(_driver: Any, cursor: Any, info: dict[str, Any], snapshot: bool) -> None:
+    _bound_sqlite_lock_wait(cursor.execute, info)
     if snapshot:
-        execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    _bound_postgresql_statements(execute)
+        cursor.execute("BEGIN")  # else each statement is its own transaction
+
+
+def _begin_postgresql_read(
+    driver: Any, cursor: Any, _info: dict[str, Any], snapshot: bool
+) -> Callable[[], None] | None:
+    if not snapshot and remaining_seconds() is None:
+        # One statement and no deadline to bound it: in autocommit it goes alone, one round trip where
+        # BEGIN, the statement and the pool's ROLLBACK took three.
+        driver.autocommit = True
+        return lambda: setattr(driver, "autocommit", False)  # the next user of the connection may write
+    # The driver begins the transaction; without this, each statement would see its own snapshot.
+    if snapshot:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    _bound_postgresql_statements(cursor.execute)
+    return None
+
+
+# Set while a read checks a connection out: it is not pinged (see _ReadConnection).
+_unpinged_checkout: ContextVar[bool] = ContextVar("todo_unpinged_checkout", default=False)
 
 
 def _configure_postgresql(engine: Engine) -> None:
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # pool_pre_ping, but for writes only: a connection cut by a restart or failover is replaced before a
+        # write uses it. A write cannot be sent again once it failed (it may have been done); a read can,
+        # and saves the round trip.
+        if _unpinged_checkout.get():
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.DisconnectionError("the connection was cut") from error  # the pool reconnects
+            raise
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # Every statement of the transaction (and any lock wait) ends at the call's deadline: the server
@@ -204,7 +238,6 @@ class Database:
             # Sized for grpcio's thread pool (README "Database and migrations"): one connection per RPC
             # thread, never more (max_overflow 0), so replicas x workers stays under max_connections.
             options = {
-                "pool_pre_ping": True,  # a connection cut by a restart or failover is replaced, not used
                 "pool_size": pool_size,
                 "max_overflow": 0,
                 "pool_timeout": 5,  # every RPC thread has its connection; waiting longer means a leak
@@ -216,7 +249,7 @@ class Database:
             }
         self.engine = create_engine(url, **options)
         # How owned_reads begins: what the "begin" events do for sessions.
-        self._begin_read: Callable[[Callable[[str], Any], dict[str, Any], bool], None] = lambda *_: None
+        self._begin_read: _BeginRead = lambda *_: None
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
             self._begin_read = _begin_sqlite_read
@@ -225,6 +258,7 @@ class Database:
             self._begin_read = _begin_postgresql_read
         dbapi = self.engine.dialect.loaded_dbapi
         self._driver_faults: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
+        self._driver_error: type[Exception] = dbapi.Error
         # Bounded: the repository's statements are built once per query shape, a few hundred at most.
         self._compiled_read = functools.lru_cache(maxsize=512)(self._compile_owned_read)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -287,30 +321,29 @@ class Database:
         PostgreSQL). Faults become domain errors as in `transaction()`.
         """
         _refuse_if_expired()
+        connection = _ReadConnection(self, snapshot)
         try:
-            pooled = self.engine.pool.connect()
-        except (exc.TimeoutError, *self._driver_faults):
-            raise Unavailable("the database is unavailable; retry later") from None
-        cursor = None
-        try:
-            cursor = pooled.cursor()
-            self._begin_read(cursor.execute, pooled.info, snapshot)
 
             def read(statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
                 compiled = self._compiled_read(statement)
-                cursor.execute(compiled.sql, compiled.arguments(_with_owner(parameters)))
-                return [compiled.row(row) for row in cursor.fetchall()]
+                rows = connection.execute(compiled.sql, compiled.arguments(_with_owner(parameters)))
+                return [compiled.row(row) for row in rows]
 
             yield read
-        except self._driver_faults as error:
-            if self.engine.dialect.is_disconnect(error, pooled, cursor):
-                pooled.invalidate()  # replaced, not handed to the next call
+        except self._driver_faults:
             _refuse_if_expired()  # the statement was cancelled at the deadline, not by a database fault
             raise Unavailable("the database is unavailable; retry later") from None
         finally:
-            if cursor is not None:
-                cursor.close()
-            pooled.close()  # back to the pool, which rolls the read transaction back
+            connection.close()
+
+    def _checkout(self, *, pinged: bool) -> PoolProxiedConnection:
+        token = _unpinged_checkout.set(not pinged)
+        try:
+            return self.engine.pool.connect()
+        except (exc.TimeoutError, exc.DBAPIError, *self._driver_faults):
+            raise Unavailable("the database is unavailable; retry later") from None
+        finally:
+            _unpinged_checkout.reset(token)
 
     def _compile_owned_read(self, statement: Select[Any]) -> CompiledRead:
         read = CompiledRead.of(_scoped(statement), self.engine.dialect)
@@ -320,3 +353,63 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class _ReadConnection:
+    """The connection of one `owned_reads` block, checked out without a ping (a round trip per call).
+
+    A connection that died idle (a database restart, a failover) fails at the block's first statement; as
+    nothing was read yet, that statement is sent once more, on a connection pinged at checkout. A fault
+    after that is the caller's (UNAVAILABLE): the block's later reads must share the first one's snapshot.
+    """
+
+    def __init__(self, database: Database, snapshot: bool) -> None:
+        self._database = database
+        self._snapshot = snapshot
+        self._pooled = database._checkout(pinged=False)
+        self._cursor: Any = None
+        self._undo_begin: Callable[[], None] | None = None
+        self._has_read = False
+
+    def execute(self, sql: str, arguments: Any) -> list[Any]:
+        try:
+            rows = self._execute(sql, arguments)
+        except self._database._driver_faults as error:
+            lost = self._lost(error)
+            if self._has_read or not lost:
+                raise
+            self.close()
+            self._pooled = self._database._checkout(pinged=True)
+            rows = self._execute(sql, arguments)
+        self._has_read = True
+        return rows
+
+    def _execute(self, sql: str, arguments: Any) -> list[Any]:
+        if self._cursor is None:
+            self._cursor = self._pooled.cursor()
+            self._undo_begin = self._database._begin_read(
+                self._pooled.driver_connection, self._cursor, self._pooled.info, self._snapshot
+            )
+        self._cursor.execute(sql, arguments)
+        return self._cursor.fetchall()
+
+    def _lost(self, error: Exception) -> bool:
+        """Whether `error` means the connection is gone; if so, it is thrown away, never handed out again."""
+        if not self._database.engine.dialect.is_disconnect(error, self._pooled, self._cursor):
+            return False
+        self._pooled.invalidate()
+        return True
+
+    def close(self) -> None:
+        """Gives the connection back to the pool (which rolls a read transaction back) as it was taken."""
+        pooled, cursor, undo_begin = self._pooled, self._cursor, self._undo_begin
+        self._cursor = self._undo_begin = None
+        try:
+            if cursor is not None:
+                cursor.close()
+            if undo_begin is not None and pooled.is_valid:
+                undo_begin()
+        except self._database._driver_error:
+            pooled.invalidate()  # lost, or in a state we cannot undo: not for the next call
+        finally:
+            pooled.close()
