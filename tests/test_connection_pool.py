@@ -168,9 +168,9 @@ def connections_killed_at_checkout(
 # A BFF call without a deadline reads in autocommit (one statement, no transaction); with one, in a
 # transaction that bounds the statement (SET LOCAL statement_timeout). Both must recover alike.
 _READS = {
-    "GetTask-no-deadline": lambda user, name: user.stub.GetTask(
-        pb.GetTaskRequest(name=name), metadata=user.metadata
-    ).task,
+    "GetTask-no-deadline": lambda user, name: (
+        user.stub.GetTask(pb.GetTaskRequest(name=name), metadata=user.metadata).task
+    ),
     "GetTask-deadline": lambda user, name: user.get_task(name),
     "ListTasks": lambda user, _name: user.list_tasks().tasks[0],
 }
@@ -215,15 +215,21 @@ def test_a_write_never_gets_a_dead_connection(todo_server: TodoServer, alice: Us
 
 
 def test_reads_give_their_connections_back_as_they_took_them(todo_server: TodoServer, alice: User) -> None:
-    """A read in autocommit must not leave its connection in autocommit: the next write on it would commit
-    each statement on its own."""
+    """GetTask reads in autocommit, ListTasks in a REPEATABLE READ, READ ONLY transaction: a connection left
+    so would commit each statement of the next write on its own, or refuse it."""
     task = alice.create_task("read in autocommit")
     for _ in range(3):
         _READS["GetTask-no-deadline"](alice, task.name)
+        _READS["ListTasks"](alice, task.name)
     engine = todo_server.database.engine
-    held = [engine.raw_connection() for _ in range(engine.pool.size())]  # every connection, the read's too
+    held = [engine.raw_connection() for _ in range(engine.pool.size())]  # every connection, the reads' too
     try:
-        assert [connection.driver_connection.autocommit for connection in held] == [False] * len(held)
+        settings = {
+            (driver.autocommit, driver.isolation_level, driver.read_only)
+            for driver in (connection.driver_connection for connection in held)
+        }
+        assert settings == {(False, None, None)}
     finally:
         for connection in held:
             connection.close()
+    alice.create_task("written after the reads")

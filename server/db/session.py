@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Engine, Select, bindparam, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
@@ -185,14 +186,25 @@ def _begin_postgresql_read(
         # BEGIN, the statement and the pool's ROLLBACK took three.
         driver.autocommit = True
         return lambda: setattr(driver, "autocommit", False)  # the next user of the connection may write
-    # The driver begins the transaction; without this, each statement would see its own snapshot.
-    if snapshot:
-        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    undo = _begin_snapshot(driver) if snapshot else None
     _bound_postgresql_statements(cursor.execute)
-    return None
+    return undo
 
 
-# Set while a read checks a connection out: it is not pinged (see _ReadConnection).
+def _begin_snapshot(driver: psycopg.Connection[Any]) -> Callable[[], None]:
+    """Makes the BEGIN that psycopg sends before the first statement take one snapshot for the whole block
+    (REPEATABLE READ) and refuse writes (READ ONLY): no SET TRANSACTION round trip of its own."""
+    isolation_level, read_only = driver.isolation_level, driver.read_only
+    driver.isolation_level, driver.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+
+    def undo() -> None:
+        driver.rollback()  # psycopg changes these only between transactions
+        driver.isolation_level, driver.read_only = isolation_level, read_only
+
+    return undo
+
+
+# Set while a read checks a connection out: it is not pinged (see OwnedReads).
 _unpinged_checkout: ContextVar[bool] = ContextVar("todo_unpinged_checkout", default=False)
 
 
@@ -307,34 +319,17 @@ class Database:
         with self.owned_reads(snapshot=False) as read:  # one statement sees one snapshot anyway
             return read(statement, parameters)
 
-    @contextmanager
-    def owned_reads(
-        self, *, snapshot: bool = True
-    ) -> Iterator[Callable[[Select[Any], Mapping[str, Any]], list[tuple[Any, ...]]]]:
-        """A reader of the caller's rows: statements run on the driver, without a Session.
+    def owned_reads(self, *, snapshot: bool = True) -> OwnedReads:
+        """A reader of the caller's rows: `with database.owned_reads() as read: rows = read(statement, params)`.
 
         For the hot reads (GetTask, ListTasks), where the Session and the ORM's loading cost more than the
-        queries. The owner scope is the Session's own: each statement gets the same loader criteria, and the
-        caller's id is filled in here. A statement that binds no owner once scoped (a Core select, which
-        loader criteria do not reach) is refused with OwnerScopeError. The reads of one block share a
-        connection and, with `snapshot`, see the database as it was at their first read (REPEATABLE READ on
-        PostgreSQL). Faults become domain errors as in `transaction()`.
+        queries: statements run on the driver. The owner scope is the Session's own: each statement gets
+        the same loader criteria, and the caller's id is filled in here. A statement that binds no owner
+        once scoped (a Core select, which loader criteria do not reach) is refused with OwnerScopeError.
+        The reads of one block share a connection and, with `snapshot`, see the database as it was at
+        their first read (REPEATABLE READ on PostgreSQL). Faults become domain errors as in `transaction()`.
         """
-        _refuse_if_expired()
-        connection = _ReadConnection(self, snapshot)
-        try:
-
-            def read(statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-                compiled = self._compiled_read(statement)
-                rows = connection.execute(compiled.sql, compiled.arguments(_with_owner(parameters)))
-                return [compiled.row(row) for row in rows]
-
-            yield read
-        except self._driver_faults:
-            _refuse_if_expired()  # the statement was cancelled at the deadline, not by a database fault
-            raise Unavailable("the database is unavailable; retry later") from None
-        finally:
-            connection.close()
+        return OwnedReads(self, snapshot)
 
     def _checkout(self, *, pinged: bool) -> PoolProxiedConnection:
         token = _unpinged_checkout.set(not pinged)
@@ -355,8 +350,8 @@ class Database:
         self.engine.dispose()
 
 
-class _ReadConnection:
-    """The connection of one `owned_reads` block, checked out without a ping (a round trip per call).
+class OwnedReads:
+    """One `Database.owned_reads` block, on a connection checked out without a ping (a round trip per call).
 
     A connection that died idle (a database restart, a failover) fails at the block's first statement; as
     nothing was read yet, that statement is sent once more, on a connection pinged at checkout. A fault
@@ -366,44 +361,62 @@ class _ReadConnection:
     def __init__(self, database: Database, snapshot: bool) -> None:
         self._database = database
         self._snapshot = snapshot
-        self._pooled = database._checkout(pinged=False)
+        self._pooled: PoolProxiedConnection | None = None
         self._cursor: Any = None
         self._undo_begin: Callable[[], None] | None = None
         self._has_read = False
 
-    def execute(self, sql: str, arguments: Any) -> list[Any]:
+    def __enter__(self) -> Callable[[Select[Any], Mapping[str, Any]], list[tuple[Any, ...]]]:
+        _refuse_if_expired()
+        self._pooled = self._database._checkout(pinged=False)
+        return self.read
+
+    def __exit__(self, _kind: object, error: BaseException | None, _traceback: object) -> None:
+        self._give_back()
+        if isinstance(error, self._database._driver_faults):
+            _refuse_if_expired()  # the statement was cancelled at the deadline, not by a database fault
+            raise Unavailable("the database is unavailable; retry later") from None
+
+    def read(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The caller's rows that `statement` selects."""
+        compiled = self._database._compiled_read(statement)
+        arguments = compiled.arguments(_with_owner(parameters))
         try:
-            rows = self._execute(sql, arguments)
+            rows = self._execute(compiled.sql, arguments)
         except self._database._driver_faults as error:
             lost = self._lost(error)
             if self._has_read or not lost:
                 raise
-            self.close()
+            self._give_back()
             self._pooled = self._database._checkout(pinged=True)
-            rows = self._execute(sql, arguments)
+            rows = self._execute(compiled.sql, arguments)
         self._has_read = True
-        return rows
+        return [compiled.row(row) for row in rows]
 
     def _execute(self, sql: str, arguments: Any) -> list[Any]:
+        pooled = cast(PoolProxiedConnection, self._pooled)
         if self._cursor is None:
-            self._cursor = self._pooled.cursor()
+            self._cursor = pooled.cursor()
             self._undo_begin = self._database._begin_read(
-                self._pooled.driver_connection, self._cursor, self._pooled.info, self._snapshot
+                pooled.driver_connection, self._cursor, pooled.info, self._snapshot
             )
         self._cursor.execute(sql, arguments)
         return self._cursor.fetchall()
 
     def _lost(self, error: Exception) -> bool:
         """Whether `error` means the connection is gone; if so, it is thrown away, never handed out again."""
-        if not self._database.engine.dialect.is_disconnect(error, self._pooled, self._cursor):
+        pooled = cast(PoolProxiedConnection, self._pooled)
+        if not self._database.engine.dialect.is_disconnect(error, pooled, self._cursor):
             return False
-        self._pooled.invalidate()
+        pooled.invalidate()
         return True
 
-    def close(self) -> None:
+    def _give_back(self) -> None:
         """Gives the connection back to the pool (which rolls a read transaction back) as it was taken."""
         pooled, cursor, undo_begin = self._pooled, self._cursor, self._undo_begin
-        self._cursor = self._undo_begin = None
+        if pooled is None:
+            return
+        self._pooled = self._cursor = self._undo_begin = None
         try:
             if cursor is not None:
                 cursor.close()
