@@ -1,9 +1,10 @@
 """`make bench`: one run, every target, same load generator; prints a table and writes docs/benchmarks.md.
 
 Knobs (environment): BENCH_SECONDS per measurement (10), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("8,64"),
-BENCH_MAX_WORKERS (16), BENCH_ONLY (comma-separated target keys), BENCH_RSS_SECONDS (60; 0 skips),
-BENCH_PROFILE_SECONDS (10; 0 skips), BENCH_OUTPUT (docs/benchmarks.md; empty: print only),
-BENCH_PG_URL (postgresql://postgres@127.0.0.1:5432).
+BENCH_MAX_WORKERS (16), BENCH_ONLY (comma-separated target keys: bare, aio, get, get-deadline, list, create,
+get-floor, quiet, fastapi, fastapi-floor, pg-get, pg-get-deadline, pg-list, pg-create, workers),
+BENCH_RSS_SECONDS (60; 0 skips), BENCH_PROFILE_SECONDS (10; 0 skips),
+BENCH_OUTPUT (docs/benchmarks.md; empty: print only), BENCH_PG_URL (postgresql://postgres@127.0.0.1:5432).
 """
 
 from __future__ import annotations
@@ -214,6 +215,9 @@ class Bench:
                 self.add_grpc(
                     key, f"b. todo-server {method}, SQLite", todo, grpc_calls[method], tolerance=tolerance
                 )
+        if opts.wants("get-deadline"):
+            label = "b. todo-server GetTask, SQLite, with a deadline (grpc-timeout 10S)"
+            self.add_grpc("get-deadline", label, todo, replace(grpc_calls["GetTask"], deadline_seconds=10))
         if opts.wants("get-floor"):
             floor = self.start_todo("todo-sqlite-floor", sqlite_url, floor=True)
             label = "b0. todo-server GetTask, data layer answered from memory"
@@ -240,6 +244,9 @@ class Bench:
                     self.add_grpc(
                         key, f"c. todo-server {method}, PostgreSQL", pg, pg_calls[method], tolerance=tolerance
                     )
+            if opts.wants("pg-get-deadline"):
+                label = "c. todo-server GetTask, PostgreSQL, with a deadline (grpc-timeout 10S)"
+                self.add_grpc("pg-get-deadline", label, pg, replace(pg_calls["GetTask"], deadline_seconds=10))
         if opts.wants("workers"):
             # Both unpinned: two workers need both cores, so here h2load shares them with the server.
             one = self.start_todo("todo-sqlite-1w", sqlite_url, pinned=False)

@@ -26,10 +26,13 @@ class GrpcCall:
     method: str
     body_file: Path
     token: str | None
+    deadline_seconds: int | None = None  # sent as grpc-timeout, as a BFF with a deadline does
 
     @property
     def headers(self) -> tuple[str, ...]:
-        headers = ("content-type: application/grpc", "te: trailers")
+        headers: tuple[str, ...] = ("content-type: application/grpc", "te: trailers")
+        if self.deadline_seconds is not None:
+            headers += (f"grpc-timeout: {self.deadline_seconds}S",)
         return (*headers, f"authorization: Bearer {self.token}") if self.token else headers
 
 

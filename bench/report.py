@@ -41,6 +41,8 @@ RATIOS = (
     Ratio("GetTask with the access log / without (cost of one INFO line per call)", "get", "quiet", None),
     Ratio("--workers 2 / 1 worker (GetTask SQLite, unpinned)", "w2", "w1", 1.6),
     Ratio("c/b: GetTask PostgreSQL / SQLite", "pg-get", "get", None),
+    Ratio("GetTask SQLite with a deadline / without", "get-deadline", "get", None),
+    Ratio("GetTask PostgreSQL with a deadline / without", "pg-get-deadline", "pg-get", None),
 )
 
 
@@ -295,10 +297,11 @@ def render(
         "size, no interceptor, no database; (a') the same handler on grpc.aio; (b) todo-server (default "
         "settings: each call in flight on a thread of its own, 16 of them running our code at once, access "
         "log at INFO, auth, error mapping, caller-scoped SQLAlchemy) with a valid token on "
-        "SQLite: GetTask, ListTasks (a page of 50), CreateTask; (c) the same on PostgreSQL (a scratch "
-        "database); (d) FastAPI + uvicorn (uvloop, httptools, access log off) doing GetTask's work: PyJWT HS256 "
-        "check and the same TaskRepository lookup; (b0) and (d0) the same two servers with that lookup "
-        "answered from memory, to split a call's cost (bench/floors.py).",
+        "SQLite: GetTask, ListTasks (a page of 50), CreateTask, and GetTask again with a deadline "
+        "(`grpc-timeout: 10S`, as a BFF sets one: the data layer then bounds its waits by it); (c) the same "
+        "on PostgreSQL (a scratch database); (d) FastAPI + uvicorn (uvloop, httptools, access log off) "
+        "doing GetTask's work: PyJWT HS256 check and the same TaskRepository lookup; (b0) and (d0) the same "
+        "two servers with that lookup answered from memory, to split a call's cost (bench/floors.py).",
         "",
         *(f"Note: {note}" for note in notes),
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -13,7 +14,7 @@ from bench import report
 from bench.__main__ import Target
 from bench.calls import call_once, write_call
 from bench.grpc_frames import frame, unframe
-from bench.h2load import Load, run_load
+from bench.h2load import Load, LoadError, run_load
 from server.app import TodoServer
 from tests.support import User
 
@@ -83,3 +84,18 @@ def test_the_report_says_what_it_cannot_split_without_every_target() -> None:
     assert report._subtraction(targets, (8,)) == [
         "(skipped: needs the targets bare, fastapi, fastapi-floor, get, get-floor)"
     ]
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed (make bench installs it)")
+def test_a_call_with_a_deadline_sends_it_as_grpc_timeout(todo_server: TodoServer, alice: User, tmp_path: Path):
+    task = alice.create_task("loaded with a deadline")
+    url = f"http://127.0.0.1:{todo_server.port}/todo.v1.TaskService/GetTask"
+    call = write_call(tmp_path, "get", "GetTask", pb.GetTaskRequest(name=task.name), alice.token)
+    in_time, expired = replace(call, deadline_seconds=10), replace(call, deadline_seconds=0)
+
+    answered = run_load(Load(url, 1, 1, headers=in_time.headers, body_file=call.body_file), warm_up_seconds=0)
+
+    assert "grpc-timeout: 10S" in in_time.headers
+    assert answered.data_bytes_per_response == call_once(todo_server.port, call)
+    with pytest.raises(LoadError):  # a deadline already passed fails every call: the header got there
+        run_load(Load(url, 1, 1, headers=expired.headers, body_file=call.body_file), warm_up_seconds=0)
