@@ -13,7 +13,7 @@ import grpc
 
 from server.call_pipeline import Layer
 from server.identity import peek_identity
-from server.rpc_handlers import Behavior, wrap_method_handler
+from server.rpc_handlers import Behavior, final_code, wrap_method_handler
 
 REQUEST_ID_KEY = "x-request-id"
 # A caller's request id is logged as is, so it must not be able to forge a line or flood the log.
@@ -48,7 +48,7 @@ def _finish(
     context.set_trailing_metadata((*(context.trailing_metadata() or ()), (REQUEST_ID_KEY, request_id)))
     if not _log.isEnabledFor(logging.INFO):
         return
-    code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+    code = final_code(context, failed)
     identity = peek_identity()
     fields = {
         "method": method,

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from server.call_pipeline import Layer
 from server.config import ConfigError
 from server.errors import TodoError, Unauthenticated
-from server.rpc_handlers import Behavior, wrap_method_handler
+from server.rpc_handlers import Behavior, final_code, wrap_method_handler
 
 _RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 # How often a worker copies its pool's counts into the shared files (a scrape of N workers cannot ask them).
@@ -169,14 +169,9 @@ def _finished(
     per_method: _MethodMetrics, context: grpc.ServicerContext, started: float, failed: bool
 ) -> grpc.StatusCode:
     per_method.handling_seconds.observe(time.perf_counter() - started)
-    code = context.code() or (_failure_code(context) if failed else grpc.StatusCode.OK)
+    code = final_code(context, failed)
     per_method.handled(code).inc()
     return code
-
-
-def _failure_code(context: grpc.ServicerContext) -> grpc.StatusCode:
-    # A stream the client cancelled ends with GeneratorExit and no code set: count it as go-grpc-prometheus does.
-    return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
 
 
 def _counted(requests: Iterable[Any], received: Any) -> Iterator[Any]:

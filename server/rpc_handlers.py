@@ -38,3 +38,17 @@ def wrap_method_handler(
 def service_of(method: str) -> str:
     """`/todo.v1.TaskService/GetTask` → `todo.v1.TaskService`."""
     return method[1 : method.rfind("/")]
+
+
+def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
+    """The status a call ended with, as the layers that report it (metrics, access log, tracing) count it.
+
+    A call that raised with no status set was cancelled by its client (a stream it stopped sending on ends
+    with RpcError or GeneratorExit), as go-grpc-prometheus counts it, or else grpcio answers UNKNOWN.
+    """
+    code = context.code()
+    if code is not None:
+        return code
+    if not failed:
+        return grpc.StatusCode.OK
+    return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED

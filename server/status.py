@@ -78,9 +78,13 @@ def _ignore(_error: TodoError) -> None:
     return None
 
 
-def _already_aborted(context: grpc.ServicerContext) -> bool:
+def _already_ended(context: grpc.ServicerContext, error: Exception) -> bool:
+    """Whether the call has its status already: aborted by us, or cancelled by its client (grpcio then
+    raises RpcError from the request iterator; there is nobody left to answer)."""
     code = context.code()
-    return code is not None and code != grpc.StatusCode.OK
+    if code is not None and code != grpc.StatusCode.OK:
+        return True
+    return isinstance(error, grpc.RpcError) and not context.is_active()
 
 
 class ErrorStatusInterceptor(Layer):
@@ -105,7 +109,7 @@ class ErrorStatusInterceptor(Layer):
                         on_error(error)
                         context.abort_with_status(to_status(error))
                     except Exception as error:
-                        if _already_aborted(context):
+                        if _already_ended(context, error):
                             raise
                         _abort_internal(context, method, error)
 
@@ -118,7 +122,7 @@ class ErrorStatusInterceptor(Layer):
                     on_error(error)
                     context.abort_with_status(to_status(error))
                 except Exception as error:
-                    if _already_aborted(context):
+                    if _already_ended(context, error):
                         raise
                     _abort_internal(context, method, error)
                 return None  # unreachable: abort raises

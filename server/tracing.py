@@ -8,7 +8,7 @@ import grpc
 
 from server.call_pipeline import Layer
 from server.config import ConfigError
-from server.rpc_handlers import Behavior, wrap_method_handler
+from server.rpc_handlers import Behavior, final_code, wrap_method_handler
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -70,7 +70,7 @@ class SpanStatusInterceptor(Layer):
         from opentelemetry.trace import Status, StatusCode
 
         def record(context: grpc.ServicerContext, failed: bool) -> None:
-            code = context.code() or (grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK)
+            code = final_code(context, failed)
             span = trace.get_current_span()
             span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code in _SERVER_ERRORS:
