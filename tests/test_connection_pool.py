@@ -233,3 +233,24 @@ def test_reads_give_their_connections_back_as_they_took_them(todo_server: TodoSe
         for connection in held:
             connection.close()
     alice.create_task("written after the reads")
+
+
+_CALLS_AFTER_EVERY_CHECKOUT_FAILS = {
+    "CreateTask": lambda user: user.create_task("written while the database keeps dropping connections"),
+    "GetTask": lambda user: user.get_task(f"users/me/tasks/{'0' * 32}"),
+}
+
+
+@pytest.mark.parametrize("call", _CALLS_AFTER_EVERY_CHECKOUT_FAILS.values(), ids=_CALLS_AFTER_EVERY_CHECKOUT_FAILS)
+def test_a_database_that_drops_every_new_connection_gives_unavailable_not_internal(
+    todo_server: TodoServer, alice: User, database_url: str, call: Callable[[User], object]
+) -> None:
+    """A database that accepts connections and drops them at once (a failover in progress): the pool's
+    pinged checkout gives up after its reconnect attempts, and the caller is told to retry later."""
+    pool = todo_server.database.engine.pool
+    with connections_killed_at_checkout(pool, database_url, times=10, before_server_checks=True) as killed:
+        failure = failure_of(lambda: call(alice))
+    assert len(killed) >= 2  # the pool reconnected, and gave up
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+    task = alice.create_task("written once the database is back")
+    assert alice.get_task(task.name) == task

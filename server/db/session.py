@@ -204,6 +204,10 @@ def _begin_snapshot(driver: psycopg.Connection[Any]) -> Callable[[], None]:
     return undo
 
 
+# What the pool raises at checkout when every reconnect it tried was cut too (a database that accepts
+# connections and drops them, as during a failover). Caught only around a checkout, where it means that.
+_POOL_GAVE_UP = exc.InvalidRequestError
+
 # Set while a read checks a connection out: it is not pinged (see OwnedReads).
 _unpinged_checkout: ContextVar[bool] = ContextVar("todo_unpinged_checkout", default=False)
 
@@ -305,7 +309,10 @@ class Database:
         try:
             with self._sessions() as session, session.begin():
                 if write:
-                    session.connection(execution_options={_WRITE_OPTION: True})
+                    try:
+                        session.connection(execution_options={_WRITE_OPTION: True})
+                    except _POOL_GAVE_UP:
+                        raise Unavailable("the database is unavailable; retry later") from None
                 yield session
                 _refuse_if_expired()
         except StaleDataError:
@@ -335,7 +342,7 @@ class Database:
         token = _unpinged_checkout.set(not pinged)
         try:
             return self.engine.pool.connect()
-        except (exc.TimeoutError, exc.DBAPIError, *self._driver_faults):
+        except (exc.TimeoutError, exc.DBAPIError, _POOL_GAVE_UP, *self._driver_faults):
             raise Unavailable("the database is unavailable; retry later") from None
         finally:
             _unpinged_checkout.reset(token)
