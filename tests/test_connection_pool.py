@@ -53,18 +53,21 @@ def test_the_pool_is_sized_to_the_rpc_threads_and_never_overflows(
     assert pool._recycle == POSTGRES_POOL_RECYCLE_SECONDS
 
 
-def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
-    todo_server: TodoServer, alice: User, database_url: str
-) -> None:
-    task = alice.create_task("survives a restart")
-    for _ in range(3 * todo_server.database.engine.pool.size()):
-        alice.list_tasks()  # fills the pool with idle connections
+def _fill_with_idle_connections(pool: Pool) -> None:
+    """Opens every connection the pool may hold and gives them back: calls one at a time would reuse one."""
+    held = [pool.connect() for _ in range(pool.size())]
+    for connection in held:
+        connection.close()
+
+
+def _kill_every_backend(database_url: str) -> None:
+    """What a PostgreSQL restart or a failover does to every idle connection of the server's pool."""
     backends = _server_backends(database_url)
     assert backends
     admin = create_engine(make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            for pid in backends:  # what a PostgreSQL restart or a failover does to every idle connection
+            for pid in backends:
                 connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     finally:
         admin.dispose()
@@ -73,12 +76,46 @@ def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
     while set(backends) & set(_server_backends(database_url)):
         assert time.monotonic() < deadline, "the terminated backends did not exit"
         time.sleep(0.05)
+
+
+def test_connections_killed_while_idle_are_replaced_before_a_call_gets_them(
+    todo_server: TodoServer, alice: User, database_url: str
+) -> None:
+    task = alice.create_task("survives a restart")
+    _fill_with_idle_connections(todo_server.database.engine.pool)
+    _kill_every_backend(database_url)
     # No call sees the failure: a write's connection is pinged at checkout and replaced, a read's first
     # statement is sent again on a fresh connection.
     for n in range(3 * todo_server.database.engine.pool.size()):
         alice.list_tasks()
         assert alice.get_task(task.name) == task
         alice.create_task(f"written after the restart {n}")
+
+
+def test_a_write_that_finds_its_connection_dead_replaces_every_older_one(
+    todo_server: TodoServer, alice: User, database_url: str
+) -> None:
+    """After a restart, the first write's ping finds a dead connection: every connection older than that is
+    then replaced at its next checkout (as SQLAlchemy's own pre-ping does), so the reads that follow do not
+    each send a statement into a dead connection first."""
+    task = alice.create_task("read after a restart")
+    pool = todo_server.database.engine.pool
+    _fill_with_idle_connections(pool)
+    _kill_every_backend(database_url)
+    alice.create_task("the first write after the restart")
+    dead_connections_used: list[BaseException | None] = []
+
+    def invalidated(_dbapi_connection, _record, error) -> None:  # type: ignore[no-untyped-def]
+        dead_connections_used.append(error)
+
+    event.listen(pool, "invalidate", invalidated)
+    try:
+        for _ in range(3 * pool.size()):
+            assert alice.get_task(task.name) == task
+            alice.list_tasks()
+    finally:
+        event.remove(pool, "invalidate", invalidated)
+    assert dead_connections_used == []
 
 
 @pytest.fixture

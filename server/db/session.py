@@ -226,7 +226,9 @@ def _configure_postgresql(engine: Engine) -> None:
             dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as error:
             if dialect.is_disconnect(error, dbapi_connection, None):
-                raise exc.DisconnectionError("the connection was cut") from error  # the pool reconnects
+                # As pool_pre_ping does: the pool reconnects, and replaces every connection older than this
+                # one at its next checkout, since whatever cut this one (a restart) cut those too.
+                raise exc.InvalidatePoolError("the connection was cut") from error
             raise
 
     @event.listens_for(engine, "begin")
