@@ -4,6 +4,7 @@ UNAVAILABLE fast."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -291,3 +292,35 @@ def test_a_database_that_drops_every_new_connection_gives_unavailable_not_intern
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
     task = alice.create_task("written once the database is back")
     assert alice.get_task(task.name) == task
+
+
+def test_a_snapshot_read_whose_deadline_passed_while_it_waited_for_a_connection_leaves_it_as_it_was(
+    todo_server: TodoServer, alice: User
+) -> None:
+    """The deadline passes after the read got its connection but before its first statement, when the
+    REPEATABLE READ, READ ONLY settings are made and not yet bounded: that connection must not reach a write."""
+    engine = todo_server.database.engine
+    held = [engine.raw_connection() for _ in range(engine.pool.size())]  # a leak, until one is given back
+    give_one_back = threading.Timer(1.0, held.pop().close)
+    give_one_back.start()
+    try:
+        request = pb.ListTasksRequest(parent="users/me")
+        failure = failure_of(lambda: alice.stub.ListTasks(request, metadata=alice.metadata, timeout=0.5))
+        assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        give_one_back.join()
+        time.sleep(0.5)  # the server's call got the connection at 1 s, then found its deadline gone
+        assert engine.pool.checkedout() == len(held)
+    finally:
+        for connection in held:
+            connection.close()
+    every = [engine.raw_connection() for _ in range(engine.pool.size())]
+    try:
+        settings = {
+            (driver.autocommit, driver.isolation_level, driver.read_only)
+            for driver in (connection.driver_connection for connection in every)
+        }
+        assert settings == {(False, None, None)}
+    finally:
+        for connection in every:
+            connection.close()
+    assert alice.create_task("written after the expired read").title == "written after the expired read"

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import psycopg
 from sqlalchemy import Engine, Select, bindparam, create_engine, event, exc, text
@@ -168,27 +168,67 @@ def _bound_sqlite_lock_wait(execute: Callable[[str], Any], info: dict[str, Any])
         info[_BUSY_TIMEOUT_KEY] = wait_ms
 
 
-# How a read block begins on each database, given its driver connection; what it returns undoes what it set.
-_BeginRead = Callable[[Any, Any, dict[str, Any], bool], Callable[[], None] | None]
+class _ReadBlock(NamedTuple):
+    """How one OwnedReads block sends its statements, and what undoes its settings before the connection
+    goes back to the pool (None: nothing to undo)."""
+
+    cursor: Any
+    send: Callable[[str, Any], list[Any]]  # (sql, driver arguments) -> rows
+    undo: Callable[[], None] | None = None
 
 
-def _begin_sqlite_read(_driver: Any, cursor: Any, info: dict[str, Any], snapshot: bool) -> None:
+# How a read block begins on each database: (driver connection, pooled connection's info, snapshot).
+_BeginRead = Callable[[Any, dict[str, Any], bool], _ReadBlock]
+
+
+def _sender(cursor: Any) -> Callable[[str, Any], list[Any]]:
+    def send(sql: str, arguments: Any) -> list[Any]:
+        cursor.execute(sql, arguments)
+        return cursor.fetchall()
+
+    return send
+
+
+def _begin_plain_read(driver: Any, _info: dict[str, Any], _snapshot: bool) -> _ReadBlock:
+    cursor = driver.cursor()
+    return _ReadBlock(cursor, _sender(cursor))
+
+
+def _begin_sqlite_read(driver: Any, info: dict[str, Any], snapshot: bool) -> _ReadBlock:
+    cursor = driver.cursor()
     _bound_sqlite_lock_wait(cursor.execute, info)
     if snapshot:
         cursor.execute("BEGIN")  # else each statement is its own transaction
+    return _ReadBlock(cursor, _sender(cursor))
 
 
-def _begin_postgresql_read(
-    driver: Any, cursor: Any, _info: dict[str, Any], snapshot: bool
-) -> Callable[[], None] | None:
-    if not snapshot and remaining_seconds() is None:
-        # One statement and no deadline to bound it: in autocommit it goes alone, one round trip where
-        # BEGIN, the statement and the pool's ROLLBACK took three.
-        driver.autocommit = True
-        return lambda: setattr(driver, "autocommit", False)  # the next user of the connection may write
-    undo = _begin_snapshot(driver) if snapshot else None
-    _bound_postgresql_statements(cursor.execute)
-    return undo
+def _begin_postgresql_read(driver: Any, _info: dict[str, Any], snapshot: bool) -> _ReadBlock:
+    if snapshot:
+        undo = _begin_snapshot(driver)
+        cursor = driver.cursor()
+        _bound_postgresql_statements(cursor.execute)
+        return _ReadBlock(cursor, _sender(cursor), undo)
+    # Each statement alone, in autocommit: one round trip where BEGIN, the statement and the pool's
+    # ROLLBACK took three.
+    driver.autocommit = True
+    undo = functools.partial(setattr, driver, "autocommit", False)  # the next user of the connection may write
+    if remaining_seconds() is None:
+        cursor = driver.cursor()
+        return _ReadBlock(cursor, _sender(cursor), undo)
+    # Bounded by the call's deadline: SET LOCAL and the statement go in one query string, which PostgreSQL
+    # runs as one implicit transaction, so the setting ends with the statement. One round trip where BEGIN,
+    # SET LOCAL, the statement and ROLLBACK took four (a psycopg pipeline measured slower than those four).
+    # A string of several statements cannot have server-side parameters: psycopg's ClientCursor quotes each
+    # value into it, as psycopg2 did for every query.
+    cursor = psycopg.ClientCursor(driver)
+
+    def send_bounded(sql: str, arguments: Any) -> list[Any]:
+        bound = f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}; {sql}"
+        cursor.execute(bound, arguments)
+        cursor.nextset()  # past the SET's empty result, to the statement's rows
+        return cursor.fetchall()
+
+    return _ReadBlock(cursor, send_bounded, undo)
 
 
 def _begin_snapshot(driver: psycopg.Connection[Any]) -> Callable[[], None]:
@@ -267,7 +307,7 @@ class Database:
             }
         self.engine = create_engine(url, **options)
         # How owned_reads begins: what the "begin" events do for sessions.
-        self._begin_read: _BeginRead = lambda *_: None
+        self._begin_read: _BeginRead = _begin_plain_read
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
             self._begin_read = _begin_sqlite_read
@@ -371,8 +411,8 @@ class OwnedReads:
         self._database = database
         self._snapshot = snapshot
         self._pooled: PoolProxiedConnection | None = None
-        self._cursor: Any = None
-        self._undo_begin: Callable[[], None] | None = None
+        self._block: _ReadBlock | None = None
+        self._half_begun = False  # a begin that raised part-way: its settings may be left on the connection
         self._has_read = False
 
     def __enter__(self) -> Callable[[Select[Any], Mapping[str, Any]], list[tuple[Any, ...]]]:
@@ -403,34 +443,35 @@ class OwnedReads:
         return [compiled.row(row) for row in rows]
 
     def _execute(self, sql: str, arguments: Any) -> list[Any]:
-        pooled = cast(PoolProxiedConnection, self._pooled)
-        if self._cursor is None:
-            self._cursor = pooled.cursor()
-            self._undo_begin = self._database._begin_read(
-                pooled.driver_connection, self._cursor, pooled.info, self._snapshot
-            )
-        self._cursor.execute(sql, arguments)
-        return self._cursor.fetchall()
+        if self._block is None:
+            pooled = cast(PoolProxiedConnection, self._pooled)
+            self._half_begun = True
+            self._block = self._database._begin_read(pooled.driver_connection, pooled.info, self._snapshot)
+            self._half_begun = False
+        return self._block.send(sql, arguments)
 
     def _lost(self, error: Exception) -> bool:
         """Whether `error` means the connection is gone; if so, it is thrown away, never handed out again."""
         pooled = cast(PoolProxiedConnection, self._pooled)
-        if not self._database.engine.dialect.is_disconnect(error, pooled, self._cursor):
+        cursor = self._block.cursor if self._block is not None else None
+        if not self._database.engine.dialect.is_disconnect(error, pooled, cursor):
             return False
         pooled.invalidate()
         return True
 
     def _give_back(self) -> None:
         """Gives the connection back to the pool (which rolls a read transaction back) as it was taken."""
-        pooled, cursor, undo_begin = self._pooled, self._cursor, self._undo_begin
+        pooled, block, half_begun = self._pooled, self._block, self._half_begun
         if pooled is None:
             return
-        self._pooled = self._cursor = self._undo_begin = None
+        self._pooled, self._block, self._half_begun = None, None, False
         try:
-            if cursor is not None:
-                cursor.close()
-            if undo_begin is not None and pooled.is_valid:
-                undo_begin()
+            if block is not None:
+                block.cursor.close()
+                if block.undo is not None and pooled.is_valid:
+                    block.undo()
+            elif half_begun and pooled.is_valid:
+                pooled.invalidate()  # settings half made and never undone: not for the next call
         except self._database._driver_error:
             pooled.invalidate()  # lost, or in a state we cannot undo: not for the next call
         finally:

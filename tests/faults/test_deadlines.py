@@ -93,3 +93,58 @@ def test_a_postgresql_update_whose_deadline_passes_waiting_for_a_row_lock_is_can
             engine.dispose()
         time.sleep(0.3)
         assert alice.get_task(task.name).title == "before"
+
+
+_DEADLINE_READS = {
+    "GetTask": lambda user, name: user.stub.GetTask(
+        pb.GetTaskRequest(name=name), metadata=user.metadata, timeout=_DEADLINE
+    ),
+    "ListTasks": lambda user, _name: user.stub.ListTasks(
+        pb.ListTasksRequest(parent="users/me"), metadata=user.metadata, timeout=_DEADLINE
+    ),
+}
+
+
+@pytest.mark.parametrize("read", _DEADLINE_READS.values(), ids=_DEADLINE_READS)
+def test_a_postgresql_read_whose_deadline_passes_waiting_for_a_lock_is_cancelled(
+    postgres_server: TodoServer, postgres_url: str, secret: bytes, read
+) -> None:  # type: ignore[no-untyped-def]
+    """A read waits only for a lock on the whole table (a migration's ALTER TABLE, say), and ends at its
+    deadline like a write: its statement is cancelled, and the settings that bounded it stay with it."""
+    with grpc.insecure_channel(f"127.0.0.1:{postgres_server.port}") as channel:
+        user_id = f"deadline{secrets.token_hex(4)}"
+        alice = User(user_id, mint_token(secret, user_id), pb_grpc.TaskServiceStub(channel))
+        task = alice.create_task("read while a migration holds the table")
+        engine = create_engine(postgres_url)
+        try:
+            with engine.connect() as blocker:
+                blocker.execute(text("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
+                started = time.monotonic()
+                failure = failure_of(lambda: read(alice, task.name))
+                assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert time.monotonic() - started < _DEADLINE + 1
+                time.sleep(0.5)
+                waiting = blocker.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+                assert waiting == 0
+                assert postgres_server.database.engine.pool.checkedout() == 0
+                blocker.rollback()
+        finally:
+            engine.dispose()
+        assert read(alice, task.name)  # the table is free again
+        # A later call without a deadline has the connection's own limit, not what the read set.
+        pool_engine = postgres_server.database.engine
+        held = [pool_engine.raw_connection() for _ in range(pool_engine.pool.size())]
+        try:
+            for connection in held:
+                cursor = connection.cursor()
+                cursor.execute("SHOW statement_timeout")
+                assert cursor.fetchone() == ("30s",)
+                cursor.close()
+        finally:
+            for connection in held:
+                connection.close()
