@@ -50,6 +50,24 @@ def test_bobs_listing_never_shows_alices_tasks(alice: User, bob: User) -> None:
         assert listed.total_size == 1
 
 
+@pytest.mark.parametrize("injection", ["'OR'1'='1", "'--", "\\'OR'1'='1", "''"])
+def test_a_user_id_with_sql_quotes_is_a_value_never_sql(
+    secret: bytes, grpc_stub, alice: User, injection: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A user id is a token's `sub`, which the identity provider may let hold quotes. On PostgreSQL a GetTask
+    with a deadline has its values quoted into the query string by the driver (Database.owned_reads): if
+    that quoting failed, `owner_id = 'm'OR'1'='1'` would match everyone's rows."""
+    user_id = f"m{secrets.token_hex(4)}{injection}"
+    mallory = User(user_id, mint_token(secret, user_id), grpc_stub)
+    alices = alice.create_task("alice's secret")
+    failure = failure_of(lambda: mallory.get_task(f"users/me/tasks/{alices.name.rsplit('/', 1)[1]}"))
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    own = mallory.create_task("mallory's")
+    assert own.name.startswith(f"users/{user_id}/tasks/")
+    assert mallory.get_task(own.name) == own
+    assert [task.name for task in mallory.list_tasks().tasks] == [own.name]
+
+
 def test_denial_does_not_reveal_whether_the_task_exists(alice: User, bob: User) -> None:
     real = alice.create_task("x")
     made_up = f"users/{alice.user_id}/tasks/{'f' * 32}"
