@@ -1,6 +1,6 @@
 """The running call's deadline, so the data layer can stop waiting for the database once the caller gave up.
 
-Set by DeadlineInterceptor from the gRPC deadline; read by `server.db.session` as plain seconds, so the data
+Set by DeadlineInterceptor from the gRPC deadline; read by `server.db.connections` as plain seconds, so the data
 layer still never sees gRPC. Like the identity, it lives in the call's own contextvars.Context.
 """
 

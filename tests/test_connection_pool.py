@@ -17,7 +17,7 @@ from todo.v1 import task_service_pb2 as pb
 
 from server.app import TodoServer
 from server.config import Settings
-from server.db.session import POSTGRES_POOL_RECYCLE_SECONDS
+from server.db.connections import POSTGRES_POOL_RECYCLE_SECONDS
 from tests.support import User, failure_of
 
 # What the README promises (section "Database and migrations").

@@ -12,8 +12,9 @@ from sqlalchemy import delete, func, select, text, update
 from todo.v1 import task_service_pb2 as pb
 
 from server.db.models import Task
+from server.db.owner_scope import CrossUserWriteError, OwnerScopeError
 from server.db.repository import TaskRepository
-from server.db.session import CrossUserWriteError, Database, OwnerScopeError
+from server.db.session import Database
 from server.errors import NotFound
 from server.identity import Identity, NoIdentityError, set_identity
 from server.tasks import TaskFields

@@ -16,9 +16,10 @@ from sqlalchemy import select
 from server.app import TodoServer
 from server.call_deadline import set_call_deadline
 from server.config import Settings
+from server.db.connections import SQLITE_BUSY_TIMEOUT_MS
 from server.db.models import Task
 from server.db.repository import TaskRepository
-from server.db.session import SQLITE_BUSY_TIMEOUT_MS, Database
+from server.db.session import Database
 from server.identity import Identity, set_identity
 from server.tasks import TaskFields
 from tests.support import User

@@ -32,7 +32,7 @@ class Base(DeclarativeBase):
 
 
 class OwnedByUser:
-    """Marks rows that belong to one user. Reads are filtered to the caller by the session (session.py)."""
+    """Marks rows that belong to one user. Reads are filtered to the caller in owner_scope.py."""
 
     owner_id: Mapped[str] = mapped_column(String(128))
 

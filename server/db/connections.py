@@ -1,0 +1,251 @@
+"""Each database's connections as the server runs them: pool settings, what every connection and transaction
+is set up with, how a call's deadline bounds each wait, and how a read block begins (Database.owned_reads).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+import psycopg
+from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.engine import make_url
+
+from server.call_deadline import remaining_seconds
+from server.errors import DeadlineExceeded
+
+WRITE_OPTION = "todo_write"
+_BUSY_TIMEOUT_KEY = "todo_busy_timeout_ms"  # in a pooled connection's info: its busy_timeout now
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# The longest a statement may run on PostgreSQL when the call has no deadline.
+POSTGRES_STATEMENT_TIMEOUT_MS = 30_000
+# Connections older than this are replaced before idle-killing proxies and firewalls cut them.
+POSTGRES_POOL_RECYCLE_SECONDS = 1800
+# A database host that does not answer fails the call (UNAVAILABLE) instead of hanging its thread.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+
+
+class CallExpired(DeadlineExceeded):
+    """The caller's deadline passed: whatever this transaction did is rolled back, nothing is kept."""
+
+    def __init__(self) -> None:
+        super().__init__("the call's deadline passed before the database answered; nothing was written")
+
+
+def _wait_ms(longest_ms: int) -> int:
+    """How long the database may make this call wait: `longest_ms`, or less if the call's deadline is sooner."""
+    remaining = remaining_seconds()
+    if remaining is None:
+        return longest_ms
+    if remaining <= 0:
+        raise CallExpired
+    return max(1, min(longest_ms, int(remaining * 1000)))
+
+
+def refuse_if_expired() -> None:
+    """Raises CallExpired once the running call's deadline has passed."""
+    remaining = remaining_seconds()
+    if remaining is not None and remaining <= 0:
+        raise CallExpired
+
+
+class ReadBlock(NamedTuple):
+    """How one OwnedReads block sends its statements, and what undoes its settings before the connection
+    goes back to the pool (None: nothing to undo)."""
+
+    cursor: Any
+    send: Callable[[str, Any], list[Any]]  # (sql, driver arguments) -> rows
+    undo: Callable[[], None] | None = None
+
+
+# How a read block begins on each database: (driver connection, pooled connection's info, snapshot).
+BeginRead = Callable[[Any, dict[str, Any], bool], ReadBlock]
+
+
+def create_engine_for(url: str, *, pool_size: int) -> Engine:
+    """An engine for `url` whose pool holds `pool_size` connections and never more."""
+    if make_url(url).get_backend_name() == "sqlite":
+        # No pre-ping: a file has no server to lose, and a SELECT 1 per checkout was ~5% of a GetTask.
+        options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
+    else:
+        # Sized for grpcio's thread pool (README "Database and migrations"): one connection per RPC
+        # thread, never more (max_overflow 0), so replicas x workers stays under max_connections.
+        options = {
+            "pool_size": pool_size,
+            "max_overflow": 0,
+            "pool_timeout": 5,  # every RPC thread has its connection; waiting longer means a leak
+            "pool_recycle": POSTGRES_POOL_RECYCLE_SECONDS,
+            "connect_args": {
+                "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+                "options": f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}",
+            },
+        }
+    return create_engine(url, **options)
+
+
+def configure(engine: Engine) -> BeginRead:
+    """Sets up `engine`'s connections and transactions for its database; returns how a read block begins."""
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+        return _begin_sqlite_read
+    if engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
+        return _begin_postgresql_read
+    return _begin_plain_read
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    # Two connections switching a new file to WAL at once would deadlock, so SQLite fails one at once
+    # ("database is locked", no busy handler): it tries again, within the busy timeout, once the other is done.
+    # Any other failure (a read-only or missing file) is raised at once: that connection must not be kept.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # We emit BEGIN ourselves (below), so that writes can take the write lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # FULL, not WAL's usual NORMAL: a commit we acknowledged must survive a power cut too.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        record.info[_BUSY_TIMEOUT_KEY] = SQLITE_BUSY_TIMEOUT_MS
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # BEGIN IMMEDIATE for writes: a deferred transaction that reads and then writes can fail with
+        # SQLITE_BUSY at its first write instead of waiting its turn.
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        # Straight to the driver: these two run on every call, and SQLAlchemy's statement path would cost
+        # them more than the query itself.
+        driver = connection.connection.driver_connection
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        try:
+            _bound_sqlite_lock_wait(driver.execute, connection.info)
+            driver.execute(begin)
+        except sqlite3.OperationalError as error:  # "database is locked": what SQLAlchemy would have raised
+            raise exc.OperationalError(begin, None, error) from None
+
+
+def _bound_sqlite_lock_wait(execute: Callable[[str], Any], info: dict[str, Any]) -> None:
+    """Waiting for another writer's lock ends at the call's deadline: no connection outlives its call."""
+    wait_ms = _wait_ms(SQLITE_BUSY_TIMEOUT_MS)
+    if info.get(_BUSY_TIMEOUT_KEY) != wait_ms:  # a call without a deadline rarely changes it
+        execute(f"PRAGMA busy_timeout={wait_ms}")
+        info[_BUSY_TIMEOUT_KEY] = wait_ms
+
+
+def _sender(cursor: Any) -> Callable[[str, Any], list[Any]]:
+    def send(sql: str, arguments: Any) -> list[Any]:
+        cursor.execute(sql, arguments)
+        return cursor.fetchall()
+
+    return send
+
+
+def _begin_plain_read(driver: Any, _info: dict[str, Any], _snapshot: bool) -> ReadBlock:
+    cursor = driver.cursor()
+    return ReadBlock(cursor, _sender(cursor))
+
+
+def _begin_sqlite_read(driver: Any, info: dict[str, Any], snapshot: bool) -> ReadBlock:
+    cursor = driver.cursor()
+    _bound_sqlite_lock_wait(cursor.execute, info)
+    if snapshot:
+        cursor.execute("BEGIN")  # else each statement is its own transaction
+    return ReadBlock(cursor, _sender(cursor))
+
+
+def _begin_postgresql_read(driver: Any, _info: dict[str, Any], snapshot: bool) -> ReadBlock:
+    if snapshot:
+        undo = _begin_snapshot(driver)
+        cursor = driver.cursor()
+        _bound_postgresql_statements(cursor.execute)
+        return ReadBlock(cursor, _sender(cursor), undo)
+    # Each statement alone, in autocommit: one round trip where BEGIN, the statement and the pool's
+    # ROLLBACK took three.
+    driver.autocommit = True
+    undo = functools.partial(setattr, driver, "autocommit", False)  # the next user of the connection may write
+    if remaining_seconds() is None:
+        cursor = driver.cursor()
+        return ReadBlock(cursor, _sender(cursor), undo)
+    # Bounded by the call's deadline: SET LOCAL and the statement go in one query string, which PostgreSQL
+    # runs as one implicit transaction, so the setting ends with the statement. One round trip where BEGIN,
+    # SET LOCAL, the statement and ROLLBACK took four (a psycopg pipeline measured slower than those four).
+    # A string of several statements cannot have server-side parameters: psycopg's ClientCursor quotes each
+    # value into it, as psycopg2 did for every query.
+    cursor = psycopg.ClientCursor(driver)
+
+    def send_bounded(sql: str, arguments: Any) -> list[Any]:
+        bound = f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}; {sql}"
+        cursor.execute(bound, arguments)
+        cursor.nextset()  # past the SET's empty result, to the statement's rows
+        return cursor.fetchall()
+
+    return ReadBlock(cursor, send_bounded, undo)
+
+
+def _begin_snapshot(driver: psycopg.Connection[Any]) -> Callable[[], None]:
+    """Makes the BEGIN that psycopg sends before the first statement take one snapshot for the whole block
+    (REPEATABLE READ) and refuse writes (READ ONLY): no SET TRANSACTION round trip of its own."""
+    isolation_level, read_only = driver.isolation_level, driver.read_only
+    driver.isolation_level, driver.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+
+    def undo() -> None:
+        driver.rollback()  # psycopg changes these only between transactions
+        driver.isolation_level, driver.read_only = isolation_level, read_only
+
+    return undo
+
+
+# Set while a read checks a connection out: it is not pinged (see Database.owned_reads).
+unpinged_checkout: ContextVar[bool] = ContextVar("todo_unpinged_checkout", default=False)
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # pool_pre_ping, but for writes only: a connection cut by a restart or failover is replaced before a
+        # write uses it. A write cannot be sent again once it failed (it may have been done); a read can,
+        # and saves the round trip.
+        if unpinged_checkout.get():
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                # As pool_pre_ping does: the pool reconnects, and replaces every connection older than this
+                # one at its next checkout, since whatever cut this one (a restart) cut those too.
+                raise exc.InvalidatePoolError("the connection was cut") from error
+            raise
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Every statement of the transaction (and any lock wait) ends at the call's deadline: the server
+        # cancels it, so no connection is held for a call whose caller has gone. A call without a deadline
+        # keeps the connection's own limit (set at connect) and saves the round trip.
+        _bound_postgresql_statements(connection.exec_driver_sql)
+
+
+def _bound_postgresql_statements(execute: Callable[[str], Any]) -> None:
+    """Ends the open transaction's statements at the call's deadline (nothing to do without one)."""
+    if remaining_seconds() is not None:
+        execute(f"SET LOCAL statement_timeout = {_wait_ms(POSTGRES_STATEMENT_TIMEOUT_MS)}")
