@@ -49,6 +49,8 @@ def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
     code = context.code()
     if code is not None:
         return code
-    if not failed:
-        return grpc.StatusCode.OK
-    return grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
+    if not context.is_active():
+        # Cancelled by its client, whichever way the handler ended: a request stream the client cancels
+        # may also just stop, so the handler returns as if it had finished.
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
