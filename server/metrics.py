@@ -212,8 +212,7 @@ class MetricsInterceptor(Layer):
                             yield response
                         failed = False
                     finally:
-                        # A cancelled stream may also just end (health Watch does): it failed all the same.
-                        _finished(per_method, context, started, failed or not context.is_active())
+                        _finished(per_method, context, started, failed)
 
                 return streaming
 

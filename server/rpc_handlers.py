@@ -43,14 +43,13 @@ def service_of(method: str) -> str:
 def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
     """The status a call ended with, as the layers that report it (metrics, access log, tracing) count it.
 
-    A call that raised with no status set was cancelled by its client (a stream it stopped sending on ends
-    with RpcError or GeneratorExit), as go-grpc-prometheus counts it, or else grpcio answers UNKNOWN.
+    A call no longer active with no status set was cancelled by its client, however its handler ended (a
+    stream may raise RpcError or GeneratorExit, or just stop): CANCELLED, as go-grpc-prometheus counts it.
+    Otherwise a handler that raised gets UNKNOWN from grpcio.
     """
     code = context.code()
     if code is not None:
         return code
     if not context.is_active():
-        # Cancelled by its client, whichever way the handler ended: a request stream the client cancels
-        # may also just stop, so the handler returns as if it had finished.
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
