@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
-from sqlalchemy import Connection, Pool, create_engine, event, text
+from sqlalchemy import Connection, Engine, Pool, create_engine, event, text
 from sqlalchemy.engine import make_url
 from todo.v1 import task_service_pb2 as pb
 
@@ -252,6 +252,24 @@ def test_a_write_never_gets_a_dead_connection(todo_server: TodoServer, alice: Us
     assert alice.get_task(task.name) == task
 
 
+# (autocommit, isolation level, read only) of a connection as the pool hands it out: a transaction that
+# commits once, at the database's own isolation level, and may write.
+_AS_A_WRITE_NEEDS = (False, None, None)
+
+
+def _settings_of_every_pooled_connection(engine: Engine) -> set[tuple[object, object, object]]:
+    """The settings of every connection the pool holds (it hands out all of them at once), as a set."""
+    held = [engine.raw_connection() for _ in range(engine.pool.size())]
+    try:
+        return {
+            (driver.autocommit, driver.isolation_level, driver.read_only)
+            for driver in (connection.driver_connection for connection in held)
+        }
+    finally:
+        for connection in held:
+            connection.close()
+
+
 def test_reads_give_their_connections_back_as_they_took_them(todo_server: TodoServer, alice: User) -> None:
     """GetTask reads in autocommit, ListTasks in a REPEATABLE READ, READ ONLY transaction: a connection left
     so would commit each statement of the next write on its own, or refuse it."""
@@ -259,17 +277,7 @@ def test_reads_give_their_connections_back_as_they_took_them(todo_server: TodoSe
     for _ in range(3):
         _READS["GetTask-no-deadline"](alice, task.name)
         _READS["ListTasks"](alice, task.name)
-    engine = todo_server.database.engine
-    held = [engine.raw_connection() for _ in range(engine.pool.size())]  # every connection, the reads' too
-    try:
-        settings = {
-            (driver.autocommit, driver.isolation_level, driver.read_only)
-            for driver in (connection.driver_connection for connection in held)
-        }
-        assert settings == {(False, None, None)}
-    finally:
-        for connection in held:
-            connection.close()
+    assert _settings_of_every_pooled_connection(todo_server.database.engine) == {_AS_A_WRITE_NEEDS}
     alice.create_task("written after the reads")
 
 
@@ -313,14 +321,5 @@ def test_a_snapshot_read_whose_deadline_passed_while_it_waited_for_a_connection_
     finally:
         for connection in held:
             connection.close()
-    every = [engine.raw_connection() for _ in range(engine.pool.size())]
-    try:
-        settings = {
-            (driver.autocommit, driver.isolation_level, driver.read_only)
-            for driver in (connection.driver_connection for connection in every)
-        }
-        assert settings == {(False, None, None)}
-    finally:
-        for connection in every:
-            connection.close()
+    assert _settings_of_every_pooled_connection(engine) == {_AS_A_WRITE_NEEDS}
     assert alice.create_task("written after the expired read").title == "written after the expired read"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -57,6 +57,19 @@ def postgres_server(postgres_url: str, secret: bytes) -> Iterator[TodoServer]:
         yield server
 
 
+def _assert_nothing_left_waiting(blocker: Connection, server: TodoServer) -> None:
+    """The server's statement was cancelled at the deadline: no backend still waits on the blocker's lock,
+    and the call gave its connection back."""
+    time.sleep(0.5)
+    waiting = blocker.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    ).scalar_one()
+    assert waiting == 0
+    assert server.database.engine.pool.checkedout() == 0
+
+
 def test_a_postgresql_update_whose_deadline_passes_waiting_for_a_row_lock_is_cancelled(
     postgres_server: TodoServer, postgres_url: str, secret: bytes
 ) -> None:
@@ -78,16 +91,7 @@ def test_a_postgresql_update_whose_deadline_passes_waiting_for_a_row_lock_is_can
                 )
                 assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
                 assert time.monotonic() - started < _DEADLINE + 1
-                time.sleep(0.5)
-                # The server's statement was cancelled at the deadline: no backend still waits on our lock.
-                waiting = blocker.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                    )
-                ).scalar_one()
-                assert waiting == 0
-                assert postgres_server.database.engine.pool.checkedout() == 0
+                _assert_nothing_left_waiting(blocker, postgres_server)
                 blocker.rollback()
         finally:
             engine.dispose()
@@ -123,15 +127,7 @@ def test_a_postgresql_read_whose_deadline_passes_waiting_for_a_lock_is_cancelled
                 failure = failure_of(lambda: read(alice, task.name))
                 assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
                 assert time.monotonic() - started < _DEADLINE + 1
-                time.sleep(0.5)
-                waiting = blocker.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                    )
-                ).scalar_one()
-                assert waiting == 0
-                assert postgres_server.database.engine.pool.checkedout() == 0
+                _assert_nothing_left_waiting(blocker, postgres_server)
                 blocker.rollback()
         finally:
             engine.dispose()
