@@ -46,6 +46,8 @@ soak: $(INSTALLED)
 # Not part of `test`: it takes ~15 minutes. BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_RSS_SECONDS=0 for a quick look.
 bench: $(INSTALLED)
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
+	@command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } || \
+		echo "perf could not be installed: the native profile is skipped"
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 

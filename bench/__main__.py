@@ -3,7 +3,7 @@
 Knobs (environment): BENCH_SECONDS per measurement (10), BENCH_ROUNDS (3), BENCH_CONCURRENCY ("8,64"),
 BENCH_MAX_WORKERS (16), BENCH_ONLY (comma-separated target keys: bare, aio, get, get-deadline, list, create,
 get-floor, quiet, fastapi, fastapi-floor, pg-get, pg-get-deadline, pg-list, pg-create, workers),
-BENCH_RSS_SECONDS (60; 0 skips), BENCH_PROFILE_SECONDS (10; 0 skips),
+BENCH_RSS_SECONDS (60; 0 skips), BENCH_PROFILE_SECONDS (10 per profile, py-spy and perf; 0 skips),
 BENCH_OUTPUT (docs/benchmarks.md; empty: print only), BENCH_PG_URL (postgresql://postgres@127.0.0.1:5432).
 """
 
@@ -22,9 +22,10 @@ import grpc
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from bench import calls, machine, processes, report
+from bench import calls, machine, native_profile, processes, report
 from bench.grpc_frames import unframe
 from bench.h2load import Load, Result, run_load
+from bench.native_profile import NativeProfile
 from bench.profile import Profile, record, summarize
 from bench.scratch_postgres import scratch_database
 
@@ -32,6 +33,8 @@ BIN = processes.BIN
 WARM_UP_SECONDS = 1.0
 # todo-server's default thread pool, given to the bare server too (BENCH_MAX_WORKERS tries others).
 MAX_WORKERS = int(os.environ.get("BENCH_MAX_WORKERS", "16"))
+# Profiled with perf, side by side: the bare server, todo-server without and with its data layer.
+NATIVE_PROFILED = ("bare", "get-floor", "get")
 
 
 @dataclass
@@ -339,6 +342,28 @@ class Bench:
         loader.join()
         return summarize(out)
 
+    def native_profiles(self) -> dict[str, NativeProfile] | str:
+        """perf profiles of the bare server, the floor and GetTask under the same load; or why there are none."""
+        seconds = self.options.profile_seconds
+        targets = [t for key in NATIVE_PROFILED for t in self.targets if t.key == key]
+        if seconds <= 0 or not targets:
+            return "BENCH_PROFILE_SECONDS=0, or none of the targets " + ", ".join(NATIVE_PROFILED)
+        reason = native_profile.unavailable_reason()
+        if reason is not None:
+            return reason
+        profiles = {}
+        for target in targets:
+            _log(f"profiling {target.label} with perf for {seconds:g} s")
+            loader = threading.Thread(
+                target=run_load, args=(target.load(max(self.options.concurrency), seconds + 3),), daemon=True
+            )
+            loader.start()
+            time.sleep(1.5)
+            out = native_profile.record(target.server.pids(), seconds, self.scratch / f"{target.key}.perf.data")
+            loader.join()
+            profiles[target.key] = native_profile.summarize(out)
+        return profiles
+
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
@@ -365,6 +390,7 @@ def run(options: Options, command: str) -> str:
                 bench.measure()
                 rss = bench.rss_run()
                 profile = bench.profile()
+                native = bench.native_profiles()
             finally:
                 bench.stop()
     return report.render(
@@ -375,6 +401,7 @@ def run(options: Options, command: str) -> str:
         targets=bench.targets,
         rss=rss,
         profile=profile,
+        native=native,
         notes=bench.notes,
         seconds_taken=time.time() - started,
     )

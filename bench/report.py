@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.h2load import Result
+from bench.native_profile import SAMPLES_PER_SECOND, NativeProfile
 from bench.profile import Profile
 
 if TYPE_CHECKING:
@@ -247,6 +248,58 @@ def _profile(profile: Profile | None, targets: list[Target], levels: tuple[int, 
     ]
 
 
+_NATIVE_COLUMNS = {"bare": "a. bare grpcio", "get-floor": "b0. data layer from memory", "get": "b. GetTask"}
+
+
+def _native(native: dict[str, NativeProfile] | str, targets: list[Target], levels: tuple[int, ...]) -> list[str]:
+    """Each profiled target's CPU per call split by native library: shares of perf samples x measured CPU."""
+    if isinstance(native, str):
+        return [f"(skipped: {native})"]
+    by_key = {t.key: t for t in targets}
+    measured = {key: _cpu(by_key, key, max(levels)) for key in _NATIVE_COLUMNS if key in native}
+    per_call = {key: us for key, us in measured.items() if us is not None}
+    if not per_call:
+        return ["(skipped: no server CPU per call was measured for the profiled targets)"]
+
+    def us(key: str, part: str) -> float:
+        return native[key].by_part[part] * per_call[key]
+
+    every_part = native[next(iter(per_call))].by_part
+    parts = [part for part in every_part if any(native[key].by_part[part] >= 0.005 for key in per_call)]
+    lines = [
+        f"perf (cpu-clock, every thread of the server process, {SAMPLES_PER_SECOND} samples/s) under the "
+        f"highest concurrency's load: server CPU us/call (median of the rounds at c={max(levels)}), split by "
+        "the share of samples in each native library. py-spy above sees only the interpreter's Python part.",
+        "",
+        "| part | " + " | ".join(_NATIVE_COLUMNS[key] for key in per_call) + " |",
+        "| --- |" + " ---: |" * len(per_call),
+        *(
+            f"| {part} | "
+            + " | ".join(f"{us(key, part):.0f} ({native[key].by_part[part]:.0%})" for key in per_call)
+            + " |"
+            for part in parts
+        ),
+        "| **all** | " + " | ".join(f"{per_call[key]:.0f}" for key in per_call) + " |",
+    ]
+    if {"get", "bare"} <= per_call.keys():
+        extra = sorted(((us("get", part) - us("bare", part), part) for part in parts), reverse=True)
+        lines += [
+            "",
+            f"A GetTask costs the server {per_call['get'] - per_call['bare']:.0f} us more than the bare server's "
+            "constant answer, most of it in: "
+            + "; ".join(f"{part} +{more:.0f} us" for more, part in extra[:3])
+            + ".",
+        ]
+    if "get" in per_call:
+        lines += [
+            "",
+            "The kernel's busiest functions under GetTask (share of all samples): "
+            + ", ".join(f"{name} {share:.1%}" for name, share in native["get"].kernel_functions)
+            + ".",
+        ]
+    return lines
+
+
 def render(
     *,
     command: str,
@@ -256,6 +309,7 @@ def render(
     targets: list[Target],
     rss: RssRun | None,
     profile: Profile | None,
+    native: dict[str, NativeProfile] | str,
     notes: list[str],
     seconds_taken: float,
     **_: Any,
@@ -332,6 +386,10 @@ def render(
         "## Where the time goes, by profile",
         "",
         *_profile(profile, targets, levels),
+        "",
+        "## Where the CPU goes, natively",
+        "",
+        *_native(native, targets, levels),
         "",
     ]
     return "\n".join(lines)

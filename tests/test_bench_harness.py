@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,11 +12,12 @@ import grpc
 import pytest
 from todo.v1 import task_service_pb2 as pb
 
-from bench import report
+from bench import native_profile, report
 from bench.__main__ import Target
 from bench.calls import call_once, write_call
 from bench.grpc_frames import frame, unframe
 from bench.h2load import Load, LoadError, run_load
+from bench.native_profile import NativeProfile
 from server.app import TodoServer
 from tests.support import User
 
@@ -99,3 +102,55 @@ def test_a_call_with_a_deadline_sends_it_as_grpc_timeout(todo_server: TodoServer
     assert answered.data_bytes_per_response == call_once(todo_server.port, call)
     with pytest.raises(LoadError):  # a deadline already passed fails every call: the header got there
         run_load(Load(url, 1, 1, headers=expired.headers, body_file=call.body_file), warm_up_seconds=0)
+
+
+_PERF_MISSING = native_profile.unavailable_reason()
+_INTERPRETER, _KERNEL = native_profile.PARTS[1][0], native_profile.PARTS[0][0]
+_BUSY = {
+    "python": "while True: sum(range(1000))",  # pure Python: the interpreter's time
+    "syscalls": "import os\nwhile True: os.stat('/')",  # mostly the kernel's
+}
+
+
+@pytest.mark.skipif(_PERF_MISSING is not None, reason=f"{_PERF_MISSING}")
+def test_perf_puts_a_process_time_in_the_interpreter_or_the_kernel_as_it_was_spent(tmp_path: Path) -> None:
+    profiles = {}
+    for name, program in _BUSY.items():
+        busy = subprocess.Popen([sys.executable, "-c", program])
+        try:
+            data = native_profile.record([busy.pid], 1.5, tmp_path / f"{name}.data")
+        finally:
+            busy.kill()
+            busy.wait()
+        profiles[name] = native_profile.summarize(data)
+
+    assert profiles["python"].samples > 100
+    assert profiles["python"].by_part[_INTERPRETER] > 0.8
+    assert profiles["syscalls"].by_part[_KERNEL] > 0.4
+    assert profiles["syscalls"].kernel_functions
+    assert sum(profiles["syscalls"].by_part.values()) == pytest.approx(1.0)
+
+
+def test_the_native_report_splits_each_target_cpu_per_call_by_its_shares() -> None:
+    cpu = {"bare": 100.0, "get-floor": 250.0, "get": 400.0}
+    targets = [
+        Target(key, key, server=None, cpu_us_per_call={64: [us * 0.9, us, us * 1.1]}) for key, us in cpu.items()
+    ]
+    shares = {"bare": (0.5, 0.3), "get-floor": (0.4, 0.5), "get": (0.25, 0.6)}  # (kernel, interpreter)
+    native = {
+        key: NativeProfile(
+            samples=1000,
+            by_part={_KERNEL: kernel, _INTERPRETER: interpreter, native_profile.OTHER: 1 - kernel - interpreter},
+            kernel_functions=[("finish_task_switch", kernel / 2)],
+        )
+        for key, (kernel, interpreter) in shares.items()
+    }
+
+    lines = "\n".join(report._native(native, targets, (8, 64)))
+
+    assert f"| {_KERNEL} | 50 (50%) | 100 (40%) | 100 (25%) |" in lines
+    assert f"| {_INTERPRETER} | 30 (30%) | 125 (50%) | 240 (60%) |" in lines
+    assert "| **all** | 100 | 250 | 400 |" in lines
+    assert f"300 us more than the bare server's constant answer, most of it in: {_INTERPRETER} +210 us; " in lines
+    assert "finish_task_switch 12.5%" in lines
+    assert report._native("perf is not installed", targets, (64,)) == ["(skipped: perf is not installed)"]
