@@ -43,7 +43,7 @@ soak: $(INSTALLED)
 		$(BIN)/python -m pytest -m "soak or not soak" tests/faults tests/test_hostile_input.py $(PYTEST_ARGS)
 
 ## bench: the benchmark (h2load against todo-server, bare grpcio, FastAPI); writes docs/benchmarks.md
-# Not part of `test`: it takes ~15 minutes. BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_RSS_SECONDS=0 for a quick look.
+# Not part of `test`: it takes ~20 minutes. BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_RSS_SECONDS=0 for a quick look.
 bench: $(INSTALLED)
 	@command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
 	@command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; } || \
