@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -20,6 +21,12 @@ from tests.support import User, failure_of, mint_token
 _DEADLINE = 0.5
 
 
+def _assert_ends_at_its_deadline(call: Callable[[], object]) -> None:
+    started = time.monotonic()
+    assert failure_of(call).code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < _DEADLINE + 1
+
+
 @pytest.mark.sqlite_only
 def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
     todo_server: TodoServer, settings: Settings, alice: User
@@ -28,10 +35,8 @@ def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
     blocker = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # the server's write waits for this lock
     try:
-        started = time.monotonic()
-        failure = failure_of(lambda: alice.stub.CreateTask(request, metadata=alice.metadata, timeout=_DEADLINE))
-        assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - started < _DEADLINE + 1
+        create = alice.stub.CreateTask
+        _assert_ends_at_its_deadline(lambda: create(request, metadata=alice.metadata, timeout=_DEADLINE))
         # Well before the 5 s busy timeout, the server has given its connection back: it stopped waiting
         # at the deadline instead of holding a connection for a caller who is gone.
         time.sleep(0.5)
@@ -70,33 +75,40 @@ def _assert_nothing_left_waiting(blocker: Connection, server: TodoServer) -> Non
     assert server.database.engine.pool.checkedout() == 0
 
 
-def test_a_postgresql_update_whose_deadline_passes_waiting_for_a_row_lock_is_cancelled(
-    postgres_server: TodoServer, postgres_url: str, secret: bytes
-) -> None:
+@pytest.fixture
+def bob(postgres_server: TodoServer, secret: bytes) -> Iterator[User]:
+    """A fresh user of `postgres_server`, on a channel of their own."""
     with grpc.insecure_channel(f"127.0.0.1:{postgres_server.port}") as channel:
         user_id = f"deadline{secrets.token_hex(4)}"
-        alice = User(user_id, mint_token(secret, user_id), pb_grpc.TaskServiceStub(channel))
-        task = alice.create_task("before")
-        engine = create_engine(postgres_url)
-        try:
-            with engine.connect() as blocker:
-                blocker.execute(
-                    text("SELECT id FROM tasks WHERE id = :id FOR UPDATE"), {"id": task.name.rsplit("/")[-1]}
-                )
-                request = pb.UpdateTaskRequest(task=pb.Task(name=task.name, title="too late"))
-                request.update_mask.paths.append("title")
-                started = time.monotonic()
-                failure = failure_of(
-                    lambda: alice.stub.UpdateTask(request, metadata=alice.metadata, timeout=_DEADLINE)
-                )
-                assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
-                assert time.monotonic() - started < _DEADLINE + 1
-                _assert_nothing_left_waiting(blocker, postgres_server)
-                blocker.rollback()
-        finally:
-            engine.dispose()
-        time.sleep(0.3)
-        assert alice.get_task(task.name).title == "before"
+        yield User(user_id, mint_token(secret, user_id), pb_grpc.TaskServiceStub(channel))
+
+
+@contextmanager
+def _holding_a_lock(postgres_url: str, statement: str, **parameters: object) -> Iterator[Connection]:
+    """A connection of the test's own that holds the lock `statement` takes, until the block ends."""
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as blocker:
+            blocker.execute(text(statement), parameters)
+            yield blocker
+            blocker.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_postgresql_update_whose_deadline_passes_waiting_for_a_row_lock_is_cancelled(
+    postgres_server: TodoServer, postgres_url: str, bob: User
+) -> None:
+    task = bob.create_task("before")
+    row_lock = "SELECT id FROM tasks WHERE id = :id FOR UPDATE"
+    with _holding_a_lock(postgres_url, row_lock, id=task.name.rsplit("/")[-1]) as blocker:
+        request = pb.UpdateTaskRequest(task=pb.Task(name=task.name, title="too late"))
+        request.update_mask.paths.append("title")
+        update = bob.stub.UpdateTask
+        _assert_ends_at_its_deadline(lambda: update(request, metadata=bob.metadata, timeout=_DEADLINE))
+        _assert_nothing_left_waiting(blocker, postgres_server)
+    time.sleep(0.3)
+    assert bob.get_task(task.name).title == "before"
 
 
 _DEADLINE_READS = {
@@ -111,36 +123,24 @@ _DEADLINE_READS = {
 
 @pytest.mark.parametrize("read", _DEADLINE_READS.values(), ids=_DEADLINE_READS)
 def test_a_postgresql_read_whose_deadline_passes_waiting_for_a_lock_is_cancelled(
-    postgres_server: TodoServer, postgres_url: str, secret: bytes, read
+    postgres_server: TodoServer, postgres_url: str, bob: User, read
 ) -> None:  # type: ignore[no-untyped-def]
     """A read waits only for a lock on the whole table (a migration's ALTER TABLE, say), and ends at its
     deadline like a write: its statement is cancelled, and the settings that bounded it stay with it."""
-    with grpc.insecure_channel(f"127.0.0.1:{postgres_server.port}") as channel:
-        user_id = f"deadline{secrets.token_hex(4)}"
-        alice = User(user_id, mint_token(secret, user_id), pb_grpc.TaskServiceStub(channel))
-        task = alice.create_task("read while a migration holds the table")
-        engine = create_engine(postgres_url)
-        try:
-            with engine.connect() as blocker:
-                blocker.execute(text("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
-                started = time.monotonic()
-                failure = failure_of(lambda: read(alice, task.name))
-                assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
-                assert time.monotonic() - started < _DEADLINE + 1
-                _assert_nothing_left_waiting(blocker, postgres_server)
-                blocker.rollback()
-        finally:
-            engine.dispose()
-        assert read(alice, task.name)  # the table is free again
-        # A later call without a deadline has the connection's own limit, not what the read set.
-        pool_engine = postgres_server.database.engine
-        held = [pool_engine.raw_connection() for _ in range(pool_engine.pool.size())]
-        try:
-            for connection in held:
-                cursor = connection.cursor()
-                cursor.execute("SHOW statement_timeout")
-                assert cursor.fetchone() == ("30s",)
-                cursor.close()
-        finally:
-            for connection in held:
-                connection.close()
+    task = bob.create_task("read while a migration holds the table")
+    with _holding_a_lock(postgres_url, "LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE") as blocker:
+        _assert_ends_at_its_deadline(lambda: read(bob, task.name))
+        _assert_nothing_left_waiting(blocker, postgres_server)
+    assert read(bob, task.name)  # the table is free again
+    # A later call without a deadline has the connection's own limit, not what the read set.
+    pool_engine = postgres_server.database.engine
+    held = [pool_engine.raw_connection() for _ in range(pool_engine.pool.size())]
+    try:
+        for connection in held:
+            cursor = connection.cursor()
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone() == ("30s",)
+            cursor.close()
+    finally:
+        for connection in held:
+            connection.close()
