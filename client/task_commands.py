@@ -155,8 +155,10 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     """Registers add, ls, show, done, undo, edit and rm on the `todo` parser's subcommands."""
     connection = _connection_options()
 
-    def command(name: str, help_text: str, run: Callable[[TaskClient, argparse.Namespace], None]):  # type: ignore[no-untyped-def]
-        parser = commands.add_parser(name, help=help_text, parents=[connection])
+    def command(  # type: ignore[no-untyped-def]
+        name: str, help_text: str, run: Callable[[TaskClient, argparse.Namespace], None], *aliases: str
+    ):
+        parser = commands.add_parser(name, help=help_text, parents=[connection], aliases=list(aliases))
         parser.set_defaults(run=_runner(run))
         return parser
 
@@ -169,7 +171,7 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     add.add_argument("title")
     task_fields(add)
 
-    ls = command("ls", "list your tasks", _ls)
+    ls = command("ls", "list your tasks", _ls, "list")
     state = ls.add_mutually_exclusive_group()
     state.add_argument("--done", action="store_true", help="only completed tasks")
     state.add_argument("--open", action="store_true", help="only open tasks")

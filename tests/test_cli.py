@@ -70,6 +70,7 @@ def test_add_list_done_undo_edit_remove(capsys: pytest.CaptureFixture[str]) -> N
     assert header.split() == ["ID", "DONE", "PRIORITY", "DUE", "TITLE"]
     assert len(rows) == 2
     assert any(row.startswith(milk_id[:8]) and "high" in row and row.endswith("Buy milk") for row in rows)
+    assert todo(capsys, "list")[:2] == (0, table)  # what a newcomer types first
 
     done = todo_json(capsys, "done", milk_id[:6])
     assert isinstance(done, dict)
