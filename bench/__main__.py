@@ -15,7 +15,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -333,13 +335,7 @@ class Bench:
             return None
         _log(f"profiling todo-server GetTask with py-spy for {seconds:g} s")
         out = self.scratch / "profile.txt"
-        loader = threading.Thread(
-            target=run_load, args=(target.load(max(self.options.concurrency), seconds + 3),), daemon=True
-        )
-        loader.start()
-        time.sleep(1.5)
-        record(target.server.process.pid, seconds, out)
-        loader.join()
+        self._under_load(target, seconds, partial(record, target.server.process.pid, seconds, out))
         return summarize(out)
 
     def native_profiles(self) -> dict[str, NativeProfile] | str:
@@ -354,15 +350,19 @@ class Bench:
         profiles = {}
         for target in targets:
             _log(f"profiling {target.label} with perf for {seconds:g} s")
-            loader = threading.Thread(
-                target=run_load, args=(target.load(max(self.options.concurrency), seconds + 3),), daemon=True
-            )
-            loader.start()
-            time.sleep(1.5)
-            out = native_profile.record(target.server.pids(), seconds, self.scratch / f"{target.key}.perf.data")
-            loader.join()
+            out = self.scratch / f"{target.key}.perf.data"
+            self._under_load(target, seconds, partial(native_profile.record, target.server.pids(), seconds, out))
             profiles[target.key] = native_profile.summarize(out)
         return profiles
+
+    def _under_load(self, target: Target, seconds: float, measure: Callable[[], object]) -> None:
+        """Runs `measure` (which takes `seconds`) while h2load keeps `target` at the highest concurrency."""
+        load = target.load(max(self.options.concurrency), seconds + 3)
+        loader = threading.Thread(target=run_load, args=(load,), daemon=True)
+        loader.start()
+        time.sleep(1.5)  # past the load's start, into its steady state
+        measure()
+        loader.join()
 
     def stop(self) -> None:
         for server in self.servers:
