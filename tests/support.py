@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import jwt
@@ -13,6 +14,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.pool import PoolProxiedConnection
 
 
 def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> bool:
@@ -23,6 +28,17 @@ def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return bool(condition())
+
+
+@contextmanager
+def every_pooled_connection(engine: Engine) -> Iterator[list[PoolProxiedConnection]]:
+    """Every connection `engine`'s pool holds, checked out at once (the server's calls' too), then given back."""
+    held = [engine.raw_connection() for _ in range(engine.pool.size())]
+    try:
+        yield held
+    finally:
+        for connection in held:
+            connection.close()
 
 
 def mint_token(secret: bytes, sub: Any = "alice", *, ttl: int = 600, **claims: Any) -> str:

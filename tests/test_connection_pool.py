@@ -18,7 +18,7 @@ from todo.v1 import task_service_pb2 as pb
 from server.app import TodoServer
 from server.config import Settings
 from server.db.connections import POSTGRES_POOL_RECYCLE_SECONDS
-from tests.support import User, failure_of
+from tests.support import User, every_pooled_connection, failure_of
 
 # What the README promises (section "Database and migrations").
 _POOL_TIMEOUT_SECONDS = 5
@@ -258,16 +258,12 @@ _AS_A_WRITE_NEEDS = (False, None, None)
 
 
 def _settings_of_every_pooled_connection(engine: Engine) -> set[tuple[object, object, object]]:
-    """The settings of every connection the pool holds (it hands out all of them at once), as a set."""
-    held = [engine.raw_connection() for _ in range(engine.pool.size())]
-    try:
+    """The settings of every connection the pool holds, as a set."""
+    with every_pooled_connection(engine) as held:
         return {
             (driver.autocommit, driver.isolation_level, driver.read_only)
             for driver in (connection.driver_connection for connection in held)
         }
-    finally:
-        for connection in held:
-            connection.close()
 
 
 def test_reads_give_their_connections_back_as_they_took_them(todo_server: TodoServer, alice: User) -> None:

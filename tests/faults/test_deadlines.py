@@ -16,7 +16,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
-from tests.support import User, failure_of, mint_token
+from tests.support import User, every_pooled_connection, failure_of, mint_token
 
 _DEADLINE = 0.5
 
@@ -133,14 +133,9 @@ def test_a_postgresql_read_whose_deadline_passes_waiting_for_a_lock_is_cancelled
         _assert_nothing_left_waiting(blocker, postgres_server)
     assert read(bob, task.name)  # the table is free again
     # A later call without a deadline has the connection's own limit, not what the read set.
-    pool_engine = postgres_server.database.engine
-    held = [pool_engine.raw_connection() for _ in range(pool_engine.pool.size())]
-    try:
+    with every_pooled_connection(postgres_server.database.engine) as held:
         for connection in held:
             cursor = connection.cursor()
             cursor.execute("SHOW statement_timeout")
             assert cursor.fetchone() == ("30s",)
             cursor.close()
-    finally:
-        for connection in held:
-            connection.close()
