@@ -31,7 +31,9 @@ def remaining_on_server() -> Iterator[grpc.UnaryUnaryMultiCallable]:
 
 def test_a_call_with_a_deadline_has_its_remaining_time(remaining_on_server: grpc.UnaryUnaryMultiCallable) -> None:
     remaining = float(remaining_on_server(b"", timeout=5))
-    assert 0 < remaining <= 5
+    # Not `<= 5`: gRPC core may send a little more than the caller gave. It rounds grpc-timeout up (to 10 ms
+    # between 1 s and 10 s) and measures it from a cached clock; a CI run saw 5.0085.
+    assert 0 < remaining < 5.5
 
 
 def test_a_call_without_a_deadline_has_none(remaining_on_server: grpc.UnaryUnaryMultiCallable) -> None:
