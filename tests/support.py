@@ -33,8 +33,11 @@ def wait_until(condition: Callable[[], object], seconds: float = 10.0) -> bool:
 @contextmanager
 def every_pooled_connection(engine: Engine) -> Iterator[list[PoolProxiedConnection]]:
     """Every connection `engine`'s pool holds, checked out at once (the server's calls' too), then given back."""
-    held = [engine.raw_connection() for _ in range(engine.pool.size())]
+    held: list[PoolProxiedConnection] = []
     try:
+        # One by one inside the try: a checkout that times out still gives back the ones before it.
+        for _ in range(engine.pool.size()):
+            held.append(engine.raw_connection())
         yield held
     finally:
         for connection in held:
