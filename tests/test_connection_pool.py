@@ -304,18 +304,14 @@ def test_a_snapshot_read_whose_deadline_passed_while_it_waited_for_a_connection_
     """The deadline passes after the read got its connection but before its first statement, when the
     REPEATABLE READ, READ ONLY settings are made and not yet bounded: that connection must not reach a write."""
     engine = todo_server.database.engine
-    held = [engine.raw_connection() for _ in range(engine.pool.size())]  # a leak, until one is given back
-    give_one_back = threading.Timer(1.0, held.pop().close)
-    give_one_back.start()
-    try:
+    with every_pooled_connection(engine) as held:  # a leak, until one is given back
+        give_one_back = threading.Timer(1.0, held.pop().close)
+        give_one_back.start()
         request = pb.ListTasksRequest(parent="users/me")
         failure = failure_of(lambda: alice.stub.ListTasks(request, metadata=alice.metadata, timeout=0.5))
         assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
         give_one_back.join()
         time.sleep(0.5)  # the server's call got the connection at 1 s, then found its deadline gone
         assert engine.pool.checkedout() == len(held)
-    finally:
-        for connection in held:
-            connection.close()
     assert _settings_of_every_pooled_connection(engine) == {_AS_A_WRITE_NEEDS}
     assert alice.create_task("written after the expired read").title == "written after the expired read"
