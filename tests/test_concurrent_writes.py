@@ -1,8 +1,11 @@
-"""Racing writers on both databases: one etag wins once, and a retried create never makes a twin."""
+"""Racing writers on both databases: one etag wins once, a write without one waits its turn, and a retried
+create never makes a twin."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import Connection, create_engine, text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -35,10 +39,12 @@ def _race(*calls: Callable[[], Any]) -> list[Any]:
         return list(pool.map(run, calls))
 
 
+def _code(result: Any) -> grpc.StatusCode:
+    return result.code() if isinstance(result, grpc.RpcError) else grpc.StatusCode.OK
+
+
 def _codes(results: list[Any]) -> list[grpc.StatusCode]:
-    return sorted(
-        (r.code() if isinstance(r, grpc.RpcError) else grpc.StatusCode.OK for r in results), key=lambda c: c.name
-    )
+    return sorted(map(_code, results), key=lambda c: c.name)
 
 
 def test_two_updates_with_the_same_etag_exactly_one_wins(alice: User) -> None:
@@ -71,6 +77,111 @@ def test_update_and_delete_with_the_same_etag_exactly_one_wins(alice: User) -> N
         codes = _codes(results)
         assert codes.count(grpc.StatusCode.OK) == 1, codes
         assert set(codes) - {grpc.StatusCode.OK} <= {grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND}
+
+
+@contextlib.contextmanager
+def _another_replica_writing(settings: Settings, task_name: str, statement: str) -> Iterator[Connection]:
+    """Runs `statement` on the task's row (`:id`) in a transaction of its own and leaves it open, holding the
+    row's lock (PostgreSQL) or the database's write lock (SQLite) until the block commits it."""
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.execute(text(statement), {"id": task_name.rsplit("/", 1)[1]})
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def _until_a_call_waits_on_a_lock(connection: Connection) -> None:
+    """Returns once another session waits for a lock (PostgreSQL); SQLite cannot say, so it waits a little."""
+    if connection.dialect.name == "sqlite":
+        time.sleep(0.5)
+        return
+    probe = create_engine(connection.engine.url)
+    try:
+        with probe.connect() as watcher:
+            for _ in range(100):
+                waiting = watcher.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                ).scalar_one()
+                if waiting:
+                    return
+                time.sleep(0.05)
+    finally:
+        probe.dispose()
+    pytest.fail("the call never waited for the other writer's lock")
+
+
+def _while_another_replica_writes(
+    settings: Settings, task_name: str, statement: str, call: Callable[[], Any]
+) -> Any:
+    """`call`'s result (or RpcError), made while another replica's uncommitted `statement` holds the task."""
+    with _another_replica_writing(settings, task_name, statement) as other, ThreadPoolExecutor(1) as pool:
+        ours = pool.submit(call)
+        _until_a_call_waits_on_a_lock(other)
+        other.commit()
+        try:
+            return ours.result(timeout=20)
+        except grpc.RpcError as error:
+            return error
+
+
+_THEIR_UPDATE = "UPDATE tasks SET title = 'theirs', revision = revision + 1 WHERE id = :id"
+
+
+def test_an_update_without_an_etag_waits_for_a_concurrent_write_and_keeps_both(
+    alice: User, settings: Settings
+) -> None:
+    # No etag: the caller asked for no concurrency check, so a write that landed meanwhile is not a conflict.
+    task = alice.create_task("mine")
+    result = _while_another_replica_writes(
+        settings,
+        task.name,
+        _THEIR_UPDATE,
+        lambda: alice.update_task(pb.Task(name=task.name, completed=True), ["completed"]),
+    )
+    assert _code(result) == grpc.StatusCode.OK, result
+    stored = alice.get_task(task.name)
+    assert (stored.title, stored.completed) == ("theirs", True)
+    assert stored.etag == result.etag
+
+
+def test_a_delete_without_an_etag_waits_for_a_concurrent_write_and_deletes(
+    alice: User, settings: Settings
+) -> None:
+    task = alice.create_task("to delete")
+    result = _while_another_replica_writes(
+        settings, task.name, _THEIR_UPDATE, lambda: alice.delete_task(task.name)
+    )
+    assert _code(result) == grpc.StatusCode.OK, result
+    with pytest.raises(grpc.RpcError) as gone:
+        alice.get_task(task.name)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_update_with_the_etag_a_concurrent_write_replaced_is_aborted(alice: User, settings: Settings) -> None:
+    task = alice.create_task("mine")
+    result = _while_another_replica_writes(
+        settings,
+        task.name,
+        _THEIR_UPDATE,
+        lambda: alice.update_task(pb.Task(name=task.name, completed=True, etag=task.etag), ["completed"]),
+    )
+    assert _code(result) == grpc.StatusCode.ABORTED, result
+    assert alice.get_task(task.name).completed is False
+
+
+def test_an_update_of_a_task_deleted_meanwhile_is_not_found(alice: User, settings: Settings) -> None:
+    task = alice.create_task("deleted under us")
+    result = _while_another_replica_writes(
+        settings,
+        task.name,
+        "DELETE FROM tasks WHERE id = :id",
+        lambda: alice.update_task(pb.Task(name=task.name, completed=True), ["completed"]),
+    )
+    assert _code(result) == grpc.StatusCode.NOT_FOUND, result
 
 
 @pytest.fixture(scope="module")

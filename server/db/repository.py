@@ -28,7 +28,11 @@ _SORT_COLUMNS: dict[SortField, Any] = {
 _NULLABLE_SORT_FIELDS = frozenset({SortField.DUE_TIME})
 
 # Built once: making a statement costs more than SQLAlchemy's cached run of it. The session adds the owner.
-_BY_ID = select(Task).where(Task.id == bindparam("task_id"))  # writes: the entity, through the Session
+_BY_ID = select(Task).where(Task.id == bindparam("task_id"))  # the entity, through the Session
+# A write locks its row as it reads it (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), so
+# a write that commits meanwhile is waited for and read, not found later as a revision conflict: a write
+# without an etag then applies on top of it, and one with an etag is compared with what is really there.
+_BY_ID_FOR_WRITE = _BY_ID.with_for_update()
 # Reads run without a Session (Database.owned_reads) and select these columns, in this order (_record_of_row).
 _RECORD_COLUMNS = (
     Task.id,
@@ -273,7 +277,7 @@ class TaskRepository:
 
     @staticmethod
     def _load_for_write(session: Any, task_id: str, etag: str | None) -> Task:
-        task = session.scalars(_BY_ID, {"task_id": task_id}).one_or_none()
+        task = session.scalars(_BY_ID_FOR_WRITE, {"task_id": task_id}).one_or_none()
         if task is None:
             raise _not_found(task_id)
         if etag and etag != _etag(task):
