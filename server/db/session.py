@@ -24,6 +24,12 @@ from server.errors import Aborted, Unavailable
 # What the pool raises at checkout when every reconnect it tried was cut too (a database that accepts
 # connections and drops them, as during a failover). Caught only around a checkout, where it means that.
 _POOL_GAVE_UP = exc.InvalidRequestError
+# SQLSTATE of a write refused by a database that takes none: a standby, or a primary mid-failover (PostgreSQL).
+_READ_ONLY_SQL_TRANSACTION = "25006"
+
+
+def _refused_as_read_only(error: exc.DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) == _READ_ONLY_SQL_TRANSACTION
 
 
 class Database:
@@ -80,6 +86,11 @@ class Database:
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError):
             refuse_if_expired()  # the wait was cut short by the deadline, not by a database fault
             raise Unavailable("the database is unavailable; retry later") from None
+        except exc.InternalError as error:
+            if not _refused_as_read_only(error):
+                raise
+            # Nothing was written, and a retry reaches the new primary once the failover is done.
+            raise Unavailable("the database accepts no writes right now; retry later") from None
 
     def fetch_owned(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The caller's rows that `statement` selects (one read of `owned_reads`)."""
