@@ -70,6 +70,19 @@ def test_token_without_exp_is_refused(grpc_stub, secret: bytes) -> None:  # type
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_time_claim_that_is_not_a_number_is_refused(grpc_stub, secret: bytes, claim: str) -> None:  # type: ignore[no-untyped-def]
+    # RFC 7519 makes them JSON numbers. PyJWT reads "1796300000" as one, and a string expiry once reached the
+    # verified-token cache, where comparing it with the clock made the call INTERNAL.
+    now = int(time.time())
+    claims = {"sub": "alice", "exp": now + 600, "nbf": now - 60, "iat": now - 60}
+    claims[claim] = str(claims[claim])
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    failure = failure_of(list_with(grpc_stub, [("authorization", f"Bearer {token}")]))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+    assert claim in failure.message
+
+
 def test_alg_none_is_refused(grpc_stub) -> None:  # type: ignore[no-untyped-def]
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, algorithm="none")
     failure = failure_of(list_with(grpc_stub, [("authorization", f"Bearer {token}")]))

@@ -24,6 +24,7 @@ SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
 
 # A JWS in compact form: three base64url segments. Anything else is refused before PyJWT sees it.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 MAX_TOKEN_BYTES = 8192
 MAX_USER_ID_LENGTH = 128
 # A user id becomes a resource-name segment: no slash, no white space or control characters.
@@ -131,6 +132,15 @@ class TokenVerifier:
         return alg, jwk.key, kid
 
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+        claims = self._decode_with_pyjwt(token, key, alg)
+        for claim in _TIME_CLAIMS:
+            # NumericDates are JSON numbers (RFC 7519); PyJWT also takes a string of digits for one.
+            value = claims.get(claim)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise _invalid(f"the token's {claim!r} claim is not a number")
+        return claims
+
+    def _decode_with_pyjwt(self, token: str, key: Any, alg: str) -> dict[str, Any]:
         try:
             return jwt.decode(
                 token,
