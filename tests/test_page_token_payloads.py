@@ -12,7 +12,7 @@ from todo.v1 import task_service_pb2 as pb
 
 from server.config import Settings
 from server.services import task_messages
-from server.services.page_tokens import PageTokenCodec
+from server.services.page_tokens import _FORMAT, PageTokenCodec
 from tests.support import User, failure_of
 
 _TASK_ID = "0123456789abcdef0123456789abcdef"
@@ -73,7 +73,7 @@ def _assert_refused(user: User, order_by: str, token: str) -> None:
 
 
 def _well_formed(order_by: str) -> dict[str, Any]:
-    return {"f": 1, "v": _VALID_VALUES[order_by], "i": _TASK_ID}
+    return {"f": _FORMAT, "v": _VALID_VALUES[order_by], "i": _TASK_ID}
 
 
 @pytest.mark.parametrize("order_by", sorted(_VALID_VALUES))
@@ -104,11 +104,12 @@ def test_a_signed_token_with_a_bad_task_id_is_invalid(
     "payload",
     [
         {"v": _WHEN, "i": _TASK_ID},  # no format version: made before versions, or by something else
-        {"f": 2, "v": _WHEN, "i": _TASK_ID},
-        {"f": "1", "v": _WHEN, "i": _TASK_ID},
-        {"f": 1, "i": _TASK_ID},
-        {"f": 1, "v": _WHEN},
-        {"f": 1},
+        {"f": _FORMAT + 1, "v": _WHEN, "i": _TASK_ID},  # a newer server's
+        {"f": _FORMAT - 1, "v": _WHEN, "i": _TASK_ID},  # an older server's
+        {"f": str(_FORMAT), "v": _WHEN, "i": _TASK_ID},
+        {"f": _FORMAT, "i": _TASK_ID},
+        {"f": _FORMAT, "v": _WHEN},
+        {"f": _FORMAT},
         [1, _WHEN, _TASK_ID],
         "a string",
         None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -277,6 +278,35 @@ def test_page_token_is_bound_to_its_query(alice: User, change: dict) -> None:
     failure = failure_of(lambda: alice.list_tasks(page_size=1, page_token=token, **change))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "different query" in failure.violations["page_token"]
+
+
+@pytest.mark.parametrize(
+    "character",
+    [
+        pytest.param("\U0001f600", id="emoji"),  # 4 bytes in UTF-8
+        pytest.param("\u8cb7", id="cjk"),  # 3 bytes
+        pytest.param("\u00e9", id="accented"),  # 2 bytes
+        pytest.param('"', id="quote"),  # escaped in JSON
+    ],
+)
+def test_pages_ordered_by_title_walk_past_the_longest_titles(alice: User, character: str) -> None:
+    # A page ending on such a title once made a token longer than the server would read back.
+    titles = [character * 200, character * 199 + "a", character * 199 + "b"]
+    for title in titles:
+        alice.create_task(title)
+    walked = alice.all_tasks(page_size=1, order_by="title")
+    assert [task.title for task in walked] == sorted(titles)
+
+
+def test_a_page_token_shows_neither_the_title_it_ends_on_nor_the_caller(alice: User) -> None:
+    # Page tokens travel in URLs (history, proxy logs, referrers); a title there is content leaked.
+    for title in ("Call oncologist re: biopsy", "Zz last"):
+        alice.create_task(title)
+    token = alice.list_tasks(page_size=1, order_by="title").next_page_token
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for secret in ("oncologist", "biopsy", alice.user_id):
+        assert secret.encode() not in raw
+        assert secret not in token
 
 
 def test_page_size_may_change_between_pages(alice: User) -> None:

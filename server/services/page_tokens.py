@@ -1,4 +1,8 @@
-"""Opaque, tamper-evident page tokens bound to the caller and to the query they were made for."""
+"""Opaque page tokens: encrypted, tamper-evident, and bound to the caller and to the query they were made for.
+
+A token holds the last task of its page, title included when the order is by title, and travels in URLs
+(browser history, proxy logs, referrers), so its payload is encrypted, not only signed.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,25 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 from datetime import datetime
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from server.errors import InvalidArgument
 from server.services.resource_names import TASK_ID
 from server.tasks import TITLE_MAX_LENGTH, Cursor, Priority, SortField, TaskFilter
 
-MAX_PAGE_TOKEN_LENGTH = 1024
-_MAC_BYTES = 16
+# The largest payload: a title of TITLE_MAX_LENGTH 4-byte characters (kept as UTF-8; the few characters JSON
+# escapes take 2 bytes, and titles refuse the control characters it would spell out), and the JSON around it.
+_MAX_PAYLOAD_BYTES = 4 * TITLE_MAX_LENGTH + 128
+_SIV_TAG_BYTES = 16
+MAX_PAGE_TOKEN_LENGTH = 4 * math.ceil((_SIV_TAG_BYTES + _MAX_PAYLOAD_BYTES) / 3)
+_ASSOCIATED_DATA = [b"todo.v1 page token"]
 # The payload's layout; a token of another layout (an older or newer server) is refused, not misread.
-_FORMAT = 1
+_FORMAT = 2
 _DATETIME_FIELDS = frozenset({SortField.CREATE_TIME, SortField.UPDATE_TIME, SortField.DUE_TIME})
 _NULLABLE_FIELDS = frozenset({SortField.DUE_TIME})
 _PRIORITIES = frozenset(int(priority) for priority in Priority)
@@ -66,30 +78,36 @@ def _sort_value(value: object, sort: SortField) -> datetime | str | int | None:
     raise _unknown_position()
 
 
+def _derived(key: bytes, purpose: str, digest: Any) -> bytes:
+    """A key of its own for one `purpose`, so no key serves two."""
+    return hmac.new(key, f"todo.v1 page token: {purpose}".encode(), digest).digest()
+
+
 class PageTokenCodec:
     """Encodes a Cursor into a token only this service (holding `key`) can make or read back."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 32:
             raise ValueError("the page token key must be at least 32 bytes")
-        self._key = key
+        # AES-SIV (RFC 5297) encrypts and authenticates without a nonce, so there is none to repeat by chance;
+        # the one cost, equal payloads making equal tokens, reveals nothing a caller does not already know.
+        self._cipher = AESSIV(_derived(key, "AES-256-SIV key", hashlib.sha512))
+        self._binding_key = _derived(key, "query binding key", hashlib.sha256)
 
     def _binding(self, user_id: str, task_filter: TaskFilter) -> str:
         material = f"{user_id}\x00{task_filter.fingerprint()}".encode()
-        return hashlib.sha256(material).hexdigest()[:24]
-
-    def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, b"todo.v1 page token\x00" + body, hashlib.sha256).digest()[:_MAC_BYTES]
+        return hmac.new(self._binding_key, material, hashlib.sha256).hexdigest()[:24]
 
     def _seal(self, body: bytes) -> str:
-        return base64.urlsafe_b64encode(self._mac(body) + body).decode().rstrip("=")
+        sealed = self._cipher.encrypt(body, _ASSOCIATED_DATA)
+        return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
     def encode(self, cursor: Cursor, *, user_id: str, task_filter: TaskFilter) -> str:
         value = cursor.sort_value
         if isinstance(value, datetime):
             value = value.isoformat()
         payload = {"f": _FORMAT, "b": self._binding(user_id, task_filter), "v": value, "i": cursor.task_id}
-        return self._seal(json.dumps(payload, separators=(",", ":")).encode())
+        return self._seal(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
 
     def decode(self, token: str, *, user_id: str, task_filter: TaskFilter) -> Cursor:
         """The cursor in `token`; INVALID_ARGUMENT if it was edited or made for another user or query."""
@@ -116,9 +134,10 @@ class PageTokenCodec:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             raise _invalid("is not a token this service made") from None
-        mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
-        if not hmac.compare_digest(mac, self._mac(body)):
-            raise _invalid("is not a token this service made (was it edited?)")
+        try:
+            body = self._cipher.decrypt(raw, _ASSOCIATED_DATA)
+        except InvalidTag:  # edited, made with another key, or too short to hold a tag
+            raise _invalid("is not a token this service made (was it edited?)") from None
         try:
             payload = json.loads(body)
         except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
