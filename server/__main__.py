@@ -23,7 +23,11 @@ _log = logging.getLogger("todo.server")
 def migrate(argv: Sequence[str]) -> int:
     """`todo-server migrate`: run the Alembic migrations up to head and exit."""
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    database = Database(load_migrate_database_url(argv), pool_size=1)
+    try:
+        url = load_migrate_database_url(argv)
+    except ConfigError as error:
+        return _refuse(error)
+    database = Database(url, pool_size=1)
     try:
         database.migrate()
         _log.info("the database schema is at revision %s", head_revision())

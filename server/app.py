@@ -207,7 +207,10 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     enable_reflection(server, (TASK_SERVICE, health.SERVICE_NAME))
     port = _add_port(server, settings)
     if port == 0:
-        raise ConfigError(f"cannot listen on {settings.listen!r}: is the address in use?")
+        raise ConfigError(
+            f"cannot listen on {settings.listen!r}: the port is in use, "
+            "or the host is not an address of this machine"
+        )
     metrics_port = None
     if settings.metrics_listen is not None:
         httpd = serve_metrics(metrics, settings.metrics_listen)

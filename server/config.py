@@ -7,6 +7,8 @@ import hashlib
 import hmac
 import math
 import os
+import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -285,6 +287,46 @@ def _flag_or_variable(
     return variable, env.get(variable, default)
 
 
+# HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 one.
+_LISTEN_ADDRESS = re.compile(r"(?P<host>\[[^\]]+\]|[^:\[\]]+):(?P<port>[0-9]+)")
+_DATABASE_URL_FORMS = "sqlite:///PATH (SQLite) or postgresql+psycopg://USER@HOST/DB (PostgreSQL)"
+
+
+def _listen_setting(name: str, value: str) -> str:
+    """`value` if gRPC can be asked to listen there; gRPC itself takes port 99999 as 34463 without a word."""
+    if value.startswith(("unix:", "unix-abstract:")):
+        return value
+    match = _LISTEN_ADDRESS.fullmatch(value)
+    if match is None:
+        raise ConfigError(f"{name} {value!r} is not HOST:PORT, such as [::]:50051 or 127.0.0.1:50051")
+    host, port = match["host"], int(match["port"])
+    if port > 65535:
+        raise ConfigError(f"{name} {value!r}: port {port} is not between 0 and 65535")
+    try:
+        socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise ConfigError(f"{name} {value!r}: {host!r} is not a name that resolves, nor an address") from None
+    return value
+
+
+def _database_url_setting(name: str, value: str) -> str:
+    """`value` if todo-server can use it; `postgres://` and `postgresql://` (as platforms hand them out) name
+    the psycopg driver, which is the one installed."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a database URL: use {_DATABASE_URL_FORMS}") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend in ("postgres", "postgresql") and not driver:
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if (backend, driver) in (("postgresql", "psycopg"), ("sqlite", ""), ("sqlite", "pysqlite")):
+        return value
+    raise ConfigError(
+        f"{name} {masked_database_url(value)!r} names a database or driver todo-server does not use: "
+        f"use {_DATABASE_URL_FORMS}"
+    )
+
+
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from `argv` flags, then `environ` variables, then defaults. Raises ConfigError."""
     env = os.environ if environ is None else environ
@@ -350,8 +392,10 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         args.tls_cert or env.get("TODO_TLS_CERT"), args.tls_key or env.get("TODO_TLS_KEY")
     )
     return Settings(
-        listen=args.listen or env.get("TODO_LISTEN", DEFAULT_LISTEN),
-        database_url=args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        listen=_listen_setting(*_flag_or_variable(args.listen, "--listen", env, "TODO_LISTEN", DEFAULT_LISTEN)),
+        database_url=_database_url_setting(
+            *_flag_or_variable(args.database_url, "--database-url", env, "DATABASE_URL", DEFAULT_DATABASE_URL)
+        ),
         better_auth_secret=secret,
         better_auth_url=better_auth_url,
         jwt_jwks_url=jwks_url,
@@ -394,7 +438,9 @@ def load_migrate_database_url(argv: Sequence[str], environ: Mapping[str, str] | 
     )
     parser.add_argument("--database-url", help=f"SQLAlchemy URL (DATABASE_URL; default {DEFAULT_DATABASE_URL})")
     args = parser.parse_args(argv)
-    return str(args.database_url or env.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    return _database_url_setting(
+        *_flag_or_variable(args.database_url, "--database-url", env, "DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
 
 
 def _tracing_requested(env: Mapping[str, str]) -> bool:

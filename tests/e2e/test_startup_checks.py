@@ -164,3 +164,59 @@ def test_check_config_shows_the_jwks_and_token_cache_settings(tmp_path: Path) ->
 def test_a_bad_jwks_refresh_interval_is_refused_in_one_line(tmp_path: Path) -> None:
     line = refusal(todo_server(tmp_path, "--jwks-refresh-seconds", "soon", BETTER_AUTH_SECRET=GOOD_SECRET))
     assert line == "todo-server: --jwks-refresh-seconds 'soon' is not a number of seconds"
+
+
+@pytest.mark.parametrize(
+    ("listen", "complaint"),
+    [
+        pytest.param("127.0.0.1:99999", "port 99999 is not between 0 and 65535", id="port-too-big"),
+        pytest.param("50071", "HOST:PORT", id="port-alone"),
+        pytest.param(":50071", "HOST:PORT", id="no-host"),
+        pytest.param("127.0.0.1:http", "HOST:PORT", id="port-not-a-number"),
+        pytest.param("no-such-host.invalid:50071", "'no-such-host.invalid' is not a name", id="unresolvable"),
+    ],
+)
+def test_a_listen_address_that_cannot_be_served_is_refused(tmp_path: Path, listen: str, complaint: str) -> None:
+    # gRPC would take port 99999 as 34463 (it wraps), and say nothing.
+    line = refusal(todo_server(tmp_path, "--listen", listen, BETTER_AUTH_SECRET=GOOD_SECRET))
+    assert f"--listen {listen!r}" in line
+    assert complaint in line
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        pytest.param("not a url", "is not a database URL", id="not-a-url"),
+        pytest.param("mysql://todo:hunter2-password@db/todo", "SQLite", id="mysql"),
+        pytest.param(
+            "postgresql+psycopg2://todo:hunter2-password@db/todo", "postgresql+psycopg://", id="psycopg2"
+        ),
+        pytest.param("sqlite+aiosqlite:///todo.db", "sqlite:///", id="async-sqlite"),
+    ],
+)
+@pytest.mark.parametrize("command", [[], ["migrate"]], ids=["serve", "migrate"])
+def test_a_database_url_todo_server_cannot_use_is_refused_in_one_line(
+    tmp_path: Path, command: list[str], url: str, complaint: str
+) -> None:
+    result = subprocess.run(
+        [str(BIN / "todo-server"), *command, "--database-url", url],
+        cwd=tmp_path,
+        env={**os.environ, "BETTER_AUTH_SECRET": GOOD_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    line = refusal(result)
+    assert complaint in line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_platform_style_postgresql_url_is_taken_as_psycopg(tmp_path: Path, scheme: str) -> None:
+    # Heroku, Render, Fly and others hand out postgres:// URLs; libpq takes them, so we do too.
+    url = f"{scheme}://todo:hunter2-password@db.internal:5432/todo"
+    result = todo_server(tmp_path, "--check-config", "--database-url", url, BETTER_AUTH_SECRET=GOOD_SECRET)
+    assert result.returncode == 0, result.stderr
+    settings = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
+    assert settings["database_url"] == "postgresql+psycopg://todo:***@db.internal:5432/todo"
