@@ -21,15 +21,18 @@ $(BUF):
 	@echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
 	@echo "Wrote .env with a fresh random BETTER_AUTH_SECRET (dev only)."
 
-## run: serve on [::]:50051 with SQLite in ./todo.db (no set-up needed)
+## run: serve on [::]:50051 with SQLite in ./todo.db (no set-up needed; TODO_LISTEN=[::]:50061 make run serves
+## on another port)
+TODO_LISTEN ?= [::]:50051
+RUN_TARGET = localhost:$(lastword $(subst :, ,$(TODO_LISTEN)))
 run: $(INSTALLED) .env
-	@echo "todo-server: listening on [::]:50051, tasks in ./todo.db. In another terminal:"
-	@echo "  export TODO_TOKEN=\$$($(BIN)/todo token --sub alice)"
+	@echo "todo-server: listening on $(TODO_LISTEN), tasks in ./todo.db. In another terminal:"
+	@echo "  export TODO_TOKEN=\$$($(BIN)/todo token --sub alice)$(if $(filter localhost:50051,$(RUN_TARGET)),, TODO_TARGET=$(RUN_TARGET))"
 	@echo "  $(BIN)/todo add \"Buy milk\" --priority high && $(BIN)/todo ls"
-	@echo "  $(BIN)/grpcurl -plaintext localhost:50051 list"
-	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TODO_TOKEN\" -d '{\"parent\":\"users/me\",\"task\":{\"title\":\"Buy milk\"}}' localhost:50051 todo.v1.TaskService/CreateTask"
-	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TODO_TOKEN\" -d '{\"parent\":\"users/me\"}' localhost:50051 todo.v1.TaskService/ListTasks"
-	@set -a && . ./.env && set +a && exec $(BIN)/todo-server --migrate
+	@echo "  $(BIN)/grpcurl -plaintext $(RUN_TARGET) list"
+	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TODO_TOKEN\" -d '{\"parent\":\"users/me\",\"task\":{\"title\":\"Buy milk\"}}' $(RUN_TARGET) todo.v1.TaskService/CreateTask"
+	@echo "  $(BIN)/grpcurl -plaintext -H \"authorization: Bearer \$$TODO_TOKEN\" -d '{\"parent\":\"users/me\"}' $(RUN_TARGET) todo.v1.TaskService/ListTasks"
+	@set -a && . ./.env && set +a && exec $(BIN)/todo-server --migrate --listen '$(TODO_LISTEN)'
 
 ## test: the whole suite
 test: $(INSTALLED)
