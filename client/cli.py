@@ -19,6 +19,10 @@ from client.task_commands import add_task_commands
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DEV_KEY_FILE = ".todo-dev-ed25519.pem"
+# What todo-server takes, so a token it would refuse is never minted (tests/test_cli.py checks the two agree):
+# a `sub` that can stand in a resource name, and an HS256 secret of at least 32 bytes.
+_USABLE_SUBJECT = re.compile(r"[^/\s\x00-\x1f\x7f]{1,128}")
+_MIN_SECRET_BYTES = 32
 
 
 def parse_duration(text: str) -> int:
@@ -44,10 +48,20 @@ def _secret() -> bytes:
     secret = os.environ.get("BETTER_AUTH_SECRET") or _dotenv_value("BETTER_AUTH_SECRET")
     if not secret:
         raise CliError("BETTER_AUTH_SECRET is not set (and no .env here has it): export the server's secret")
+    if len(secret.encode()) < _MIN_SECRET_BYTES:
+        raise CliError(
+            f"BETTER_AUTH_SECRET is {len(secret.encode())} bytes; todo-server needs at least {_MIN_SECRET_BYTES}: "
+            "use the server's"
+        )
     return secret.encode()
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
+    if _USABLE_SUBJECT.fullmatch(args.sub) is None:
+        raise CliError(
+            f"--sub {args.sub[:40]!r} cannot be a user id: "
+            "1 to 128 characters, no '/', spaces or control characters"
+        )
     ttl = parse_duration(args.ttl)
     if args.alg == "EdDSA":
         key = load_or_create_ed25519_key(Path(args.key_file))

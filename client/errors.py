@@ -27,7 +27,8 @@ class TaskServiceError(Exception):
 
     def __str__(self) -> str:
         details = "; ".join(f"{field}: {text}" for field, text in self.violations.items())
-        return f"{self.message} ({details})" if details else self.message
+        # todo-server's message already lists them; another server's may not.
+        return f"{self.message} ({details})" if details and details not in self.message else self.message
 
 
 class InvalidArgument(TaskServiceError):

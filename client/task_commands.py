@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable
@@ -25,9 +26,19 @@ def _connection_options() -> argparse.ArgumentParser:
     options.add_argument("--target", help=f"server address (TODO_TARGET; default {DEFAULT_TARGET})")
     options.add_argument("--token", help="bearer token (TODO_TOKEN; `todo token --sub alice` mints one)")
     options.add_argument("--ca", help="PEM CA file that signed the server's certificate; turns TLS on (TODO_CA)")
-    options.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    options.add_argument("--timeout", type=_seconds, default=10.0, help="seconds per call (default 10)")
     options.add_argument("--json", action="store_true", help="print JSON (proto field names) for scripts")
     return options
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # nan too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
 
 
 def _due(text: str) -> datetime:

@@ -7,6 +7,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from client.cli import main
 from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from server.app import TodoServer, run_server
+from server.auth.tokens import user_id_is_safe
 from server.config import Secret, Settings
 from tests.support import mint_token
 from tests.tls import make_tls_files
@@ -178,3 +180,43 @@ def test_a_ca_that_did_not_sign_the_server_is_one_line_and_exit_4(
     assert (status, out) == (EXIT_UNREACHABLE, "")
     assert len(err.strip().splitlines()) == 1
     assert "are --target/--ca right?" in err
+
+
+@pytest.mark.usefixtures("signed_in")
+def test_a_refusal_names_each_bad_field_once(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = todo(capsys, "ls", "--order-by", "colour")
+    assert status == EXIT_REFUSED
+    (line,) = err.strip().splitlines()
+    assert line.count("'colour' is not supported") == 1, line
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "soon", "nan"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], seconds: str
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(["ls", "--timeout", seconds])
+    assert usage.value.code == EXIT_USAGE
+    assert "--timeout" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sub", ["", "a/b", "has space", "tab\there", "x" * 129])
+def test_token_refuses_a_subject_the_server_would_refuse(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sub: str
+) -> None:
+    monkeypatch.setenv("BETTER_AUTH_SECRET", secrets.token_urlsafe(48))
+    assert not user_id_is_safe(sub)  # the server's own rule
+    status, out, err = todo(capsys, "token", "--sub", sub)
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith("todo: --sub ")
+
+
+def test_token_refuses_a_secret_the_server_would_refuse(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BETTER_AUTH_SECRET", "short")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyJWT's InsecureKeyLengthWarning would be a second, raw message
+        status, out, err = todo(capsys, "token", "--sub", "alice")
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.strip() == "todo: BETTER_AUTH_SECRET is 5 bytes; todo-server needs at least 32: use the server's"
