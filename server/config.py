@@ -130,6 +130,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="todo-server",
         description="Serve todo.v1.TaskService over gRPC. Every flag falls back to the variable named in "
         "its help, then to its default.",
+        epilog="Secrets are read only from the environment, never from flags (which `ps` shows): "
+        "BETTER_AUTH_SECRET (HS256 tokens, >= 32 bytes) and TODO_PAGE_TOKEN_SECRET (page tokens; defaults to "
+        "one derived from BETTER_AUTH_SECRET). `todo-server migrate [--database-url URL]` brings the schema "
+        "up to this release and exits.",
     )
     parser.add_argument("--listen", help=f"address to listen on (TODO_LISTEN; default {DEFAULT_LISTEN})")
     parser.add_argument("--database-url", help=f"SQLAlchemy URL (DATABASE_URL; default {DEFAULT_DATABASE_URL})")

@@ -220,3 +220,11 @@ def test_a_platform_style_postgresql_url_is_taken_as_psycopg(tmp_path: Path, sch
     assert result.returncode == 0, result.stderr
     settings = dict(line.split(" = ", 1) for line in result.stdout.splitlines())
     assert settings["database_url"] == "postgresql+psycopg://todo:***@db.internal:5432/todo"
+
+
+def test_help_names_the_secrets_and_the_migrate_command(tmp_path: Path) -> None:
+    result = todo_server(tmp_path, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    for needed in ("BETTER_AUTH_SECRET", "TODO_PAGE_TOKEN_SECRET", "todo-server migrate"):
+        assert needed in text
