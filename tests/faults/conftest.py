@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
+from server.app import TodoServer, run_server
+from server.config import Secret, Settings
 from tests.faults.report import FaultRow, write_report
 from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fresh_database, skip_or_fail
 
@@ -68,3 +71,17 @@ def scratch_database() -> Iterator[ScratchDatabase]:
                 admin.dispose()
     except PostgresUnavailable as reason:
         skip_or_fail(reason)
+
+
+@contextlib.contextmanager
+def fault_server(database_url: str, secret: bytes) -> Iterator[TodoServer]:
+    """todo-server in this process on `database_url` (migrated, 4 workers), stopped when the block ends."""
+    settings = Settings(
+        listen="127.0.0.1:0",
+        database_url=database_url,
+        better_auth_secret=Secret(secret),
+        max_workers=4,
+        migrate=True,
+    )
+    with run_server(settings) as server:
+        yield server

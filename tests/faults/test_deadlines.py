@@ -14,8 +14,9 @@ from sqlalchemy import Connection, create_engine, text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from server.app import TodoServer, run_server
-from server.config import Secret, Settings
+from server.app import TodoServer
+from server.config import Settings
+from tests.faults.conftest import fault_server
 from tests.support import User, every_pooled_connection, failure_of, mint_token
 
 _DEADLINE = 0.5
@@ -51,14 +52,7 @@ def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
 
 @pytest.fixture
 def postgres_server(postgres_url: str, secret: bytes) -> Iterator[TodoServer]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=postgres_url,
-        better_auth_secret=Secret(secret),
-        max_workers=4,
-        migrate=True,
-    )
-    with run_server(settings) as server:
+    with fault_server(postgres_url, secret) as server:
         yield server
 
 

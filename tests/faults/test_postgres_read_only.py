@@ -14,28 +14,15 @@ from sqlalchemy import text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from server.app import TodoServer, run_server
-from server.config import Secret, Settings
-from tests.faults.conftest import ScratchDatabase
+from server.app import TodoServer
+from tests.faults.conftest import ScratchDatabase, fault_server
 from tests.faults.report import FaultRow
 from tests.support import User, failure_of, mint_token
 
 
 @pytest.fixture
-def secret() -> bytes:
-    return secrets.token_urlsafe(48).encode()
-
-
-@pytest.fixture
 def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Iterator[TodoServer]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=scratch_database.url,
-        better_auth_secret=Secret(secret),
-        max_workers=4,
-        migrate=True,
-    )
-    with run_server(settings) as server:
+    with fault_server(scratch_database.url, secret) as server:
         yield server
 
 

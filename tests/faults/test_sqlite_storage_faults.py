@@ -17,8 +17,8 @@ import grpc
 import pytest
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from server.app import TodoServer, run_server
-from server.config import Secret, Settings
+from server.app import TodoServer
+from tests.faults.conftest import fault_server
 from tests.faults.load import WriteLoad, stored_writes
 from tests.faults.report import FaultRow
 from tests.support import User, failure_of, mint_token
@@ -50,14 +50,7 @@ def secret() -> bytes:
 
 @pytest.fixture
 def server_on(tiny_filesystem: Path, secret: bytes) -> Iterator[TodoServer]:
-    settings = Settings(
-        listen="127.0.0.1:0",
-        database_url=f"sqlite:///{tiny_filesystem / 'todo.db'}",
-        better_auth_secret=Secret(secret),
-        max_workers=4,
-        migrate=True,
-    )
-    with run_server(settings) as server:
+    with fault_server(f"sqlite:///{tiny_filesystem / 'todo.db'}", secret) as server:
         yield server
 
 
