@@ -18,7 +18,7 @@ $(BUF):
 	npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@1.75.0
 
 .env:
-	@echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
+	@umask 077 && echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
 	@echo "Wrote .env with a fresh random BETTER_AUTH_SECRET (dev only)."
 
 ## run: serve on [::]:50051 with SQLite in ./todo.db (no set-up needed; TODO_LISTEN=[::]:50061 make run serves

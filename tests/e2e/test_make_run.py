@@ -58,6 +58,7 @@ def test_make_run_serves_where_its_banner_says_and_stops_on_ctrl_c(tmp_path: Pat
             assert time.monotonic() < deadline, "make run did not serve within 30 s"
             time.sleep(0.2)
         assert (tmp_path / ".env").read_text().startswith("BETTER_AUTH_SECRET=")
+        assert (tmp_path / ".env").stat().st_mode & 0o077 == 0  # the secret mints anyone's token
         assert (tmp_path / "todo.db").exists()
     finally:
         os.killpg(make.pid, signal.SIGINT)
