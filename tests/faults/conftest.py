@@ -46,6 +46,11 @@ class ScratchDatabase:
         """Refuses new connections to this database and ends the open ones (only this database's)."""
         with self.admin.connect() as connection:
             connection.execute(text(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false'))
+        self.end_sessions()
+
+    def end_sessions(self) -> None:
+        """Ends every open session on this database (only this database's), as a failover does."""
+        with self.admin.connect() as connection:
             connection.execute(
                 text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
                 {"name": self.name},

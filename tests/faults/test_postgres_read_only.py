@@ -31,10 +31,7 @@ def _set_read_only(scratch: ScratchDatabase, read_only: bool) -> None:
     with scratch.admin.connect() as connection:
         setting = "SET default_transaction_read_only = on" if read_only else "RESET default_transaction_read_only"
         connection.execute(text(f'ALTER DATABASE "{scratch.name}" {setting}'))
-        connection.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-            {"name": scratch.name},
-        )
+    scratch.end_sessions()
 
 
 def _eventually(call: Callable[[], Any], seconds: float = 10) -> Any:
