@@ -104,7 +104,10 @@ def _until_a_call_waits_on_a_lock(connection: Connection) -> None:
         with probe.connect() as watcher:
             for _ in range(100):
                 waiting = watcher.execute(
-                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
                 ).scalar_one()
                 if waiting:
                     return
