@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,3 +120,10 @@ class User:
 
     def delete_task(self, name: str, etag: str = "") -> None:
         self.stub.DeleteTask(pb.DeleteTaskRequest(name=name, etag=etag), metadata=self.metadata, timeout=10)
+
+
+def unused_port() -> int:
+    """A 127.0.0.1 port nothing listens on now: for a server to bind, or a client to find nobody at."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

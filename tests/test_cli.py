@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 import sys
 import warnings
@@ -18,7 +17,7 @@ from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_US
 from server.app import TodoServer, run_server
 from server.auth.tokens import user_id_is_safe
 from server.config import Secret, Settings
-from tests.support import mint_token
+from tests.support import mint_token, unused_port
 from tests.tls import make_tls_files
 
 TODO = Path(sys.executable).parent / "todo"
@@ -124,9 +123,7 @@ def test_no_token_is_a_one_line_hint(capsys: pytest.CaptureFixture[str], monkeyp
 
 
 def test_server_down_exits_with_one_line_and_no_traceback(secret: bytes) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     result = subprocess.run(
         [str(TODO), "ls", "--target", f"127.0.0.1:{port}", "--timeout", "3"],
         capture_output=True,

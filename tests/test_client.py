@@ -29,7 +29,7 @@ from client import (
 )
 from server.app import TodoServer, build_server, run_server
 from server.config import Secret, Settings
-from tests.support import mint_token
+from tests.support import mint_token, unused_port
 from tests.tls import TlsFiles, make_tls_files
 
 
@@ -181,22 +181,16 @@ def test_a_call_past_its_deadline_raises_deadline_exceeded(connect: Callable[...
     assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_nobody_listening_raises_unavailable_after_bounded_retries(secret: bytes) -> None:
     started = time.monotonic()
-    client = TaskClient(f"127.0.0.1:{_free_port()}", token=mint_token(secret), default_timeout=30)
+    client = TaskClient(f"127.0.0.1:{unused_port()}", token=mint_token(secret), default_timeout=30)
     with client, pytest.raises(Unavailable):
         client.list_tasks()
     assert time.monotonic() - started < 20  # the retry policy gives up long before the 30 s deadline
 
 
 def test_a_call_made_while_the_server_restarts_succeeds(settings: Settings, secret: bytes) -> None:
-    port = _free_port()
+    port = unused_port()
     on_port = Settings(**{**_fields(settings), "listen": f"127.0.0.1:{port}"})
     first = build_server(on_port)
     first.start()

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.postgres import REQUIRE_POSTGRES_VARIABLE, TEST_DATABASE_URL_VARIABLE
+from tests.support import unused_port
 
 _ROOT = Path(__file__).resolve().parent.parent
 _A_POSTGRES_TEST = "tests/test_connection_pool.py::test_the_pool_is_sized_to_the_rpc_threads_and_never_overflows"
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _pytest_without_postgres(**env: str) -> subprocess.CompletedProcess[str]:
     """Runs one PostgreSQL test in a child pytest, its PostgreSQL URL pointing at a port nobody listens on."""
     child_env = {key: value for key, value in os.environ.items() if key != REQUIRE_POSTGRES_VARIABLE}
-    child_env[TEST_DATABASE_URL_VARIABLE] = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/test"
+    child_env[TEST_DATABASE_URL_VARIABLE] = f"postgresql+psycopg://postgres@127.0.0.1:{unused_port()}/test"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", _A_POSTGRES_TEST],
         cwd=_ROOT,

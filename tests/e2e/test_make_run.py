@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support import unused_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _serving(address: str) -> bool:
@@ -40,7 +35,7 @@ def test_make_run_serves_where_its_banner_says_and_stops_on_ctrl_c(tmp_path: Pat
     shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    port = _free_port()
+    port = unused_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TODO_") and k != "BETTER_AUTH_SECRET"}
     make = subprocess.Popen(
         ["make", "--no-print-directory", "-o", ".venv/.installed", "run"],
