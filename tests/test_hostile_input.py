@@ -22,6 +22,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 from server.app import TodoServer, run_server
 from server.config import Settings
 from server.limits import MAX_RECEIVE_MESSAGE_BYTES
+from server.tasks import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH
 from tests.support import User, failure_of
 
 # What a hostile request may get. UNKNOWN or INTERNAL would mean an exception escaped our validation.
@@ -165,6 +166,18 @@ def test_a_message_over_the_receive_limit_is_resource_exhausted(alice: User) -> 
     failure = failure_of(lambda: alice.create_task(oversized))
     assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert alice.list_tasks().total_size == 0
+
+
+def test_the_largest_valid_request_is_within_the_receive_limit(alice: User) -> None:
+    task = alice.create_task("short")
+    task.title = "😀" * TITLE_MAX_LENGTH  # 4 bytes each in UTF-8
+    task.description = "😀" * DESCRIPTION_MAX_LENGTH
+    task.due_time.FromSeconds(253402300799)  # 9999-12-31: the largest timestamp, the most varint bytes
+    task.priority = pb.PRIORITY_HIGH
+    request = pb.UpdateTaskRequest(task=task, update_mask=field_mask_pb2.FieldMask(paths=["*"]))
+    assert request.ByteSize() * 3 < MAX_RECEIVE_MESSAGE_BYTES  # room for fields yet to come
+    updated = alice.stub.UpdateTask(request, metadata=alice.metadata, timeout=10).task
+    assert (updated.title, updated.description) == (task.title, task.description)
 
 
 def test_many_idle_connections_do_not_stop_others_being_served(todo_server: TodoServer, alice: User) -> None:
