@@ -14,8 +14,9 @@ from typing import Any
 # 200 such calls, +812 MiB). Now they hold at most 64 MB. A message declaring more is refused by grpc core
 # with RESOURCE_EXHAUSTED as soon as its length prefix arrives, before any of our code runs.
 MAX_RECEIVE_MESSAGE_BYTES = 64 * 1024
-# Responses are bounded by the page size cap; this is a backstop, not a limit callers should meet.
-MAX_SEND_MESSAGE_BYTES = 64 * 1024 * 1024
+# What gRPC clients receive by default. A ListTasks page stops at 3 MiB (MAX_PAGE_BYTES in
+# server/services/task_messages.py), so this is a backstop, not a limit callers should meet.
+MAX_SEND_MESSAGE_BYTES = 4 * 1024 * 1024
 # Request headers: room for the largest token we accept (8 KiB) and then some. Soft and hard limits are equal:
 # between them grpcio refuses at random, which made an oversized token sometimes RESOURCE_EXHAUSTED and
 # sometimes UNAUTHENTICATED; now a header block up to this size always reaches the auth interceptor.

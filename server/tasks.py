@@ -82,6 +82,12 @@ class Cursor:
     sort_value: datetime | str | int | None
     task_id: str
 
+    @classmethod
+    def after(cls, record: TaskRecord, sort: SortField) -> Cursor:
+        """The cursor of a page that ends with `record`."""
+        value = getattr(record, sort.value)
+        return cls(sort_value=int(value) if sort is SortField.PRIORITY else value, task_id=record.task_id)
+
 
 @dataclass(frozen=True, slots=True)
 class TaskPage:

@@ -11,6 +11,8 @@ import pytest
 from google.protobuf import timestamp_pb2
 from todo.v1 import task_service_pb2 as pb
 
+from server.services.task_messages import MAX_PAGE_BYTES
+from server.tasks import DESCRIPTION_MAX_LENGTH
 from tests.support import User, failure_of
 
 
@@ -185,6 +187,18 @@ def test_page_size_over_1000_is_coerced(alice: User) -> None:
     for i in range(3):
         alice.create_task(f"t{i}")
     assert len(alice.list_tasks(page_size=5000).tasks) == 3
+
+
+def test_a_page_of_long_tasks_ends_before_a_client_could_not_read_it(alice: User) -> None:
+    # 16 KB each (4-byte characters): 260 of them are over the 4 MiB a gRPC client receives by default.
+    long_description = "\U0001f600" * DESCRIPTION_MAX_LENGTH
+    names = {alice.create_task(f"t{i}", description=long_description).name for i in range(260)}
+    first = alice.list_tasks(page_size=1000)
+    assert first.next_page_token, "the page ended early, so a token must say more follow"
+    assert 0 < first.ByteSize() <= MAX_PAGE_BYTES
+    walked = alice.all_tasks(page_size=1000)
+    assert sorted(task.name for task in walked) == sorted(names)
+    assert all(task.description == long_description for task in walked)
 
 
 def test_negative_page_size_is_invalid(alice: User) -> None:

@@ -189,11 +189,6 @@ def _count_statement(shape: _Shape) -> Select[tuple[int]]:
     return select(func.count()).select_from(Task).where(*_conditions(shape))
 
 
-def _cursor_of(record: TaskRecord, sort: SortField) -> Cursor:
-    value = getattr(record, sort.value)
-    return Cursor(sort_value=int(value) if sort is SortField.PRIORITY else value, task_id=record.task_id)
-
-
 class TaskRepository:
     """Reads and writes the current caller's tasks."""
 
@@ -254,7 +249,7 @@ class TaskRepository:
                 rows.extend(read(statement, {**parameters, "limit": wanted}))
             ((total,),) = read(_count_statement(shape), parameters)
         records = [_record_of_row(row) for row in rows[:limit]]
-        next_cursor = _cursor_of(records[-1], task_filter.sort) if len(rows) > limit else None
+        next_cursor = Cursor.after(records[-1], task_filter.sort) if len(rows) > limit else None
         return TaskPage(records=records, next_cursor=next_cursor, total_size=total)
 
     def update(self, *, task_id: str, changes: Mapping[str, Any], etag: str | None) -> TaskRecord:

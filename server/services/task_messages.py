@@ -17,15 +17,21 @@ from server.tasks import (
     QUERY_MAX_LENGTH,
     TITLE_MAX_LENGTH,
     WRITABLE_FIELDS,
+    Cursor,
     Priority,
     SortField,
     TaskFields,
     TaskFilter,
+    TaskPage,
     TaskRecord,
 )
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# A ListTasks response stays under 4 MiB, what gRPC clients (grpcio, grpc-go, grpcurl) accept by default:
+# 1000 tasks with long descriptions would be up to 17 MB, so such a page ends early, with a next_page_token.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
+_REPEATED_ENTRY_OVERHEAD = 4  # a Task's tag and length prefix in `tasks`
 # A title is one line; a description may hold tabs and line breaks. NUL is never storable (PostgreSQL).
 _TITLE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _DESCRIPTION_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -57,6 +63,19 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(
         seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000
     )
+
+
+def page_to_protos(page: TaskPage, sort: SortField) -> tuple[list[pb.Task], Cursor | None]:
+    """The page's tasks, as many as fit in MAX_PAGE_BYTES (one at least), and the cursor after the last."""
+    tasks: list[pb.Task] = []
+    size = 0
+    for record in page.records:
+        task = task_to_proto(record)
+        size += task.ByteSize() + _REPEATED_ENTRY_OVERHEAD
+        if size > MAX_PAGE_BYTES and tasks:
+            return tasks, Cursor.after(page.records[len(tasks) - 1], sort)
+        tasks.append(task)
+    return tasks, page.next_cursor
 
 
 def task_to_proto(record: TaskRecord) -> pb.Task:

@@ -42,11 +42,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
         if request.page_token:
             after = self._page_tokens.decode(request.page_token, user_id=user_id, task_filter=task_filter)
         page = self._tasks.list(task_filter=task_filter, after=after, limit=limit)
+        tasks, next_cursor = messages.page_to_protos(page, task_filter.sort)
         next_token = ""
-        if page.next_cursor is not None:
-            next_token = self._page_tokens.encode(page.next_cursor, user_id=user_id, task_filter=task_filter)
+        if next_cursor is not None:
+            next_token = self._page_tokens.encode(next_cursor, user_id=user_id, task_filter=task_filter)
         return pb.ListTasksResponse(
-            tasks=[messages.task_to_proto(record) for record in page.records],
+            tasks=tasks,
             next_page_token=next_token,
             total_size=page.total_size,
         )
