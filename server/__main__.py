@@ -67,8 +67,7 @@ def serve(settings: Settings) -> int:
     if todo_server.metrics_port is not None:
         _log.info("serving Prometheus metrics on %s (port %d)", settings.metrics_listen, todo_server.metrics_port)
     stopping.wait()
-    _log.info("stopping: draining in-flight calls for up to %.0fs", settings.grace_seconds)
-    todo_server.stop(settings.grace_seconds)
+    todo_server.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
     _log.info("stopped")
     return 0
 

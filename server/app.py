@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,11 +64,20 @@ class TodoServer:
             self.jwks.start()
         self.readiness.start()
 
-    def stop(self, grace: float | None) -> None:
-        """Health turns NOT_SERVING, new calls are refused, in-flight calls get `grace` seconds to end."""
+    def stop(self, grace: float | None, *, drain_delay: float = 0.0) -> None:
+        """Health turns NOT_SERVING; calls are still taken for `drain_delay` seconds, then new calls are
+        refused and in-flight calls get `grace` seconds to end."""
         self.readiness.stop()
         self.health.enter_graceful_shutdown()
         _end_health_watches(self.health)
+        if drain_delay > 0:
+            _log.info(
+                "stopping: health is NOT_SERVING; taking calls for %gs more while load balancers move away",
+                drain_delay,
+            )
+            time.sleep(drain_delay)
+        if grace is not None:  # None: in-flight calls are cancelled (tests)
+            _log.info("stopping: draining in-flight calls for up to %gs", grace)
         self.grpc_server.stop(grace).wait()
         for close in self.closers:
             close()

@@ -70,6 +70,9 @@ class Settings:
     # Calls in flight, each on a thread of its own (server/rpc_threads.py); past it RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 1000
     grace_seconds: float = 10.0
+    # After SIGTERM, health says NOT_SERVING but calls are still taken this long, while load balancers
+    # (a Kubernetes Service's endpoints, a proxy's health checks) stop sending here; then the drain begins.
+    drain_delay_seconds: float = 0.0
     log_level: str = "INFO"
     # Run the migrations at start-up. Off in production (run `todo-server migrate` once per release);
     # `make run` turns it on so the SQLite quick start needs no set-up.
@@ -151,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
         "--grace-seconds",
         type=float,
         help="how long in-flight calls may finish after SIGTERM (TODO_GRACE_SECONDS; default 10)",
+    )
+    parser.add_argument(
+        "--drain-delay-seconds",
+        help="after SIGTERM, keep taking calls this long with health NOT_SERVING, so load balancers move "
+        "away first; then drain (TODO_DRAIN_DELAY_SECONDS; default 0; behind Kubernetes, say 5)",
     )
     parser.add_argument(
         "--migrate",
@@ -269,6 +277,21 @@ def _seconds_setting(name: str, raw: str) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{name} {raw!r} is not a number of seconds")
     return _positive(name, value)
+
+
+def _drain_delay_setting(flag: str | None, env: Mapping[str, str]) -> float:
+    """Seconds, 0 (no delay, the default) or more, from the flag or else TODO_DRAIN_DELAY_SECONDS."""
+    if flag is not None:
+        name, raw = "--drain-delay-seconds", flag
+    else:
+        name, raw = "TODO_DRAIN_DELAY_SECONDS", env.get("TODO_DRAIN_DELAY_SECONDS", "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} {raw!r} is not a number of seconds, 0 or more")
+    return value
 
 
 def _count_setting(name: str, raw: str) -> int:
@@ -414,6 +437,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         max_workers=int(_positive("--max-workers", max_workers)),
         workers=int(_positive("--workers", workers)),
         grace_seconds=_positive("--grace-seconds", grace),
+        drain_delay_seconds=_drain_delay_setting(args.drain_delay_seconds, env),
         log_level=log_level,
         migrate=args.migrate or _flag(env.get("TODO_MIGRATE", "")),
         log_format=log_format,

@@ -126,19 +126,19 @@ def _fork_workers(
                     _log.error("a worker exited; stopping the others")
                     break
         finally:
-            _stop(workers, settings.grace_seconds)
+            _stop(workers, settings.drain_delay_seconds + settings.grace_seconds)
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
     return 0 if stopping.is_set() and all(worker.exitcode == 0 for worker in workers) else 1
 
 
-def _stop(workers: list[multiprocessing.process.BaseProcess], grace_seconds: float) -> None:
+def _stop(workers: list[multiprocessing.process.BaseProcess], stop_seconds: float) -> None:
     for worker in workers:
         if worker.is_alive():
             worker.terminate()  # SIGTERM: the worker drains in-flight calls, then exits 0
     for worker in workers:
-        worker.join(grace_seconds + 10)
+        worker.join(stop_seconds + 10)
         if worker.is_alive():
             worker.kill()
             worker.join()

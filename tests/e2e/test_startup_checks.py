@@ -166,6 +166,12 @@ def test_a_bad_jwks_refresh_interval_is_refused_in_one_line(tmp_path: Path) -> N
     assert line == "todo-server: --jwks-refresh-seconds 'soon' is not a number of seconds"
 
 
+@pytest.mark.parametrize("delay", ["-1", "soon", "nan"])
+def test_a_bad_drain_delay_is_refused_in_one_line(tmp_path: Path, delay: str) -> None:
+    line = refusal(todo_server(tmp_path, TODO_DRAIN_DELAY_SECONDS=delay, BETTER_AUTH_SECRET=GOOD_SECRET))
+    assert line == f"todo-server: TODO_DRAIN_DELAY_SECONDS {delay!r} is not a number of seconds, 0 or more"
+
+
 @pytest.mark.parametrize(
     ("listen", "complaint"),
     [
