@@ -21,8 +21,12 @@ _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DEV_KEY_FILE = ".todo-dev-ed25519.pem"
 # What todo-server takes, so a token it would refuse is never minted (tests/test_cli.py checks the two agree):
 # a `sub` that can stand in a resource name, and an HS256 secret of at least 32 bytes.
-_USABLE_SUBJECT = re.compile(r"[^/\s\x00-\x1f\x7f]{1,128}")
+_MAX_SUBJECT_LENGTH = 128
 _MIN_SECRET_BYTES = 32
+
+
+def _usable_subject(sub: str) -> bool:
+    return 0 < len(sub) <= _MAX_SUBJECT_LENGTH and sub.isprintable() and " " not in sub and "/" not in sub
 
 
 def parse_duration(text: str) -> int:
@@ -57,10 +61,9 @@ def _secret() -> bytes:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    if _USABLE_SUBJECT.fullmatch(args.sub) is None:
+    if not _usable_subject(args.sub):
         raise CliError(
-            f"--sub {args.sub[:40]!r} cannot be a user id: "
-            "1 to 128 characters, no '/', spaces or control characters"
+            f"--sub {args.sub[:40]!r} cannot be a user id: 1 to 128 printable characters, no '/' or spaces"
         )
     ttl = parse_duration(args.ttl)
     if args.alg == "EdDSA":

@@ -55,6 +55,12 @@ def test_scheme_is_case_insensitive(grpc_stub, secret: bytes) -> None:  # type: 
         pytest.param({"sub": 42}, "TOKEN_INVALID", id="non-string-sub"),
         pytest.param({"sub": "alice/tasks/x"}, "TOKEN_INVALID", id="sub-with-slash"),
         pytest.param({"sub": "alice\nbob"}, "TOKEN_INVALID", id="sub-with-newline"),
+        # Shown raw in log lines and resource names, these would make "alice" and another id look alike
+        # (a right-to-left override, a zero-width space) or drive a terminal (C1 CSI).
+        pytest.param({"sub": "alice\u202ecilA"}, "TOKEN_INVALID", id="sub-with-bidi-override"),
+        pytest.param({"sub": "ali\u200bce"}, "TOKEN_INVALID", id="sub-with-zero-width-space"),
+        pytest.param({"sub": "alice\x9b31m"}, "TOKEN_INVALID", id="sub-with-c1-control"),
+        pytest.param({"sub": "alice\ue000"}, "TOKEN_INVALID", id="sub-with-private-use"),
         pytest.param({"sub": "a" * 129}, "TOKEN_INVALID", id="sub-too-long"),
     ],
 )

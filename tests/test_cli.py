@@ -197,7 +197,7 @@ def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(
     assert "--timeout" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sub", ["", "a/b", "has space", "tab\there", "x" * 129])
+@pytest.mark.parametrize("sub", ["", "a/b", "has space", "tab\there", "x" * 129, "alice\u202e", "a\x9bb"])
 def test_token_refuses_a_subject_the_server_would_refuse(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sub: str
 ) -> None:
