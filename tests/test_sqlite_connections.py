@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextvars
 import itertools
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -109,3 +111,15 @@ def test_each_call_gets_a_busy_timeout_bounded_by_its_own_deadline(tmp_path) -> 
                 assert in_bounds(then, call(then, after)), (before.__name__, first, after.__name__, then)
     finally:
         database.dispose()
+
+
+def test_a_new_database_file_and_its_wal_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    # The tasks of every user are in it: the umask's usual 0644 would let any local account read them all.
+    database = Database(f"sqlite:///{tmp_path / 'todo.db'}", pool_size=1)
+    try:
+        database.migrate()
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in tmp_path.iterdir()}
+    finally:
+        database.dispose()
+    assert {"todo.db", "todo.db-wal", "todo.db-shm"} <= modes.keys()
+    assert modes == dict.fromkeys(modes, 0o600)

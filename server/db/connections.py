@@ -4,11 +4,14 @@ is set up with, how a call's deadline bounds each wait, and how a read block beg
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
@@ -68,7 +71,10 @@ BeginRead = Callable[[Any, dict[str, Any], bool], ReadBlock]
 
 def create_engine_for(url: str, *, pool_size: int) -> Engine:
     """An engine for `url` whose pool holds `pool_size` connections and never more."""
-    if make_url(url).get_backend_name() == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            _create_private_file(Path(parsed.database))
         # No pre-ping: a file has no server to lose, and a SELECT 1 per checkout was ~5% of a GetTask.
         options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 10}
     else:
@@ -85,6 +91,13 @@ def create_engine_for(url: str, *, pool_size: int) -> Engine:
             },
         }
     return create_engine(url, **options)
+
+
+def _create_private_file(path: Path) -> None:
+    """Creates the SQLite file readable by its owner only, unless it exists: it holds every user's tasks.
+    SQLite gives the -wal and -shm files it makes beside it the same mode."""
+    with contextlib.suppress(OSError):  # it exists, or cannot be made here: SQLite opens it or says why not
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def configure(engine: Engine) -> BeginRead:
