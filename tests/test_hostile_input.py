@@ -168,6 +168,17 @@ def test_a_message_over_the_receive_limit_is_resource_exhausted(alice: User) -> 
     assert alice.list_tasks().total_size == 0
 
 
+def test_a_compressed_message_over_the_receive_limit_once_inflated_is_resource_exhausted(alice: User) -> None:
+    # ~1 KB on the wire, 1 MB inflated: the limit must apply to what the server would have to hold.
+    request = pb.CreateTaskRequest(parent="users/me", task=pb.Task(title="bomb", description="a" * 1_000_000))
+    call = alice.stub.CreateTask
+    failure = failure_of(
+        lambda: call(request, metadata=alice.metadata, compression=grpc.Compression.Gzip, timeout=10)
+    )
+    assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert alice.list_tasks().total_size == 0
+
+
 def test_the_largest_valid_request_is_within_the_receive_limit(alice: User) -> None:
     task = alice.create_task("short")
     task.title = "😀" * TITLE_MAX_LENGTH  # 4 bytes each in UTF-8
