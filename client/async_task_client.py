@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -14,7 +15,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from client.channel import TlsOption, open_aio_channel
 from client.errors import TaskServiceError, from_rpc_error
-from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
+from client.requests import ME, PriorityLike, check_caller, create_request, list_request, task_name, update_request
 from client.task_client import TOKEN_EXPIRED
 
 TokenProvider = Callable[[], str] | Callable[[], Awaitable[str]]
@@ -34,14 +35,38 @@ class AsyncTaskClient:
         token_provider: TokenProvider | None = None,
         tls: TlsOption = False,
         default_timeout: float = 10.0,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        if (token is None) == (token_provider is None):
-            raise ValueError("pass exactly one of token= or token_provider=")
-        self._token = token
-        self._token_provider = token_provider
+        self._set_caller(token, token_provider, metadata, required=False)
         self._default_timeout = default_timeout
         self._channel = open_aio_channel(target, tls=tls)
+        self._owns_channel = True
         self._stub = pb_grpc.TaskServiceStub(self._channel)
+
+    def with_token(
+        self,
+        token: str | None = None,
+        *,
+        token_provider: TokenProvider | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> AsyncTaskClient:
+        """As TaskClient.with_token: another user, this client's channel."""
+        other = copy.copy(self)
+        other._set_caller(token, token_provider, metadata, required=True)
+        other._owns_channel = False
+        return other
+
+    def _set_caller(
+        self,
+        token: str | None,
+        token_provider: TokenProvider | None,
+        metadata: Sequence[tuple[str, str]],
+        *,
+        required: bool,
+    ) -> None:
+        self._metadata = check_caller(token, token_provider, metadata, required=required)
+        self._token = token
+        self._token_provider = token_provider
 
     async def __aenter__(self) -> AsyncTaskClient:
         return self
@@ -52,7 +77,8 @@ class AsyncTaskClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
 
     async def create_task(
         self,
@@ -107,7 +133,8 @@ class AsyncTaskClient:
         if self._token_provider is not None and (refresh or self._token is None):
             token = self._token_provider()
             self._token = await token if inspect.isawaitable(token) else token
-        assert self._token is not None  # one of the two was given, checked in __init__
+        if self._token is None:
+            raise ValueError("this client acts for no user: call with_token(...) for the user of each request")
         return self._token
 
     async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
@@ -120,7 +147,7 @@ class AsyncTaskClient:
         return await self._invoke(method, request, timeout, refresh=True)
 
     async def _invoke(self, method: Callable[..., Any], request: Any, timeout: float, *, refresh: bool) -> Any:
-        metadata = (("authorization", f"Bearer {await self._current_token(refresh=refresh)}"),)
+        metadata = (("authorization", f"Bearer {await self._current_token(refresh=refresh)}"), *self._metadata)
         try:
             return await method(request, metadata=metadata, timeout=timeout)
         except grpc.RpcError as error:

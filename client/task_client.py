@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import copy
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -13,7 +14,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from client.channel import TlsOption, open_channel
 from client.errors import TaskServiceError, from_rpc_error
-from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
+from client.requests import ME, PriorityLike, check_caller, create_request, list_request, task_name, update_request
 
 TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 -- an ErrorInfo reason, not a secret
 
@@ -22,8 +23,9 @@ class TaskClient:
     """A client of one todo-tasks server, acting for the user its token names.
 
     Pass either `token` (a fixed JWT) or `token_provider` (called for a token, and called again once
-    when the server says the token expired). Calls raise `client.errors.TaskServiceError` subclasses.
-    Use it as a context manager, or call `close()`.
+    when the server says the token expired). `metadata` goes on every call too (say, an `x-request-id`).
+    Calls raise `client.errors.TaskServiceError` subclasses. Use it as a context manager, or call `close()`.
+    A BFF acting for many users keeps one TaskClient and calls `with_token` per request.
     """
 
     def __init__(
@@ -34,14 +36,39 @@ class TaskClient:
         token_provider: Callable[[], str] | None = None,
         tls: TlsOption = False,
         default_timeout: float = 10.0,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
-        if (token is None) == (token_provider is None):
-            raise ValueError("pass exactly one of token= or token_provider=")
-        self._token = token
-        self._token_provider = token_provider
+        self._set_caller(token, token_provider, metadata, required=False)
         self._default_timeout = default_timeout
         self._channel = open_channel(target, tls=tls)
+        self._owns_channel = True
         self._stub = pb_grpc.TaskServiceStub(self._channel)
+
+    def with_token(
+        self,
+        token: str | None = None,
+        *,
+        token_provider: Callable[[], str] | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> TaskClient:
+        """A client for the user `token` names, on this client's channel (one connection for all users).
+        Closing it leaves the channel open; closing this client closes it for both."""
+        other = copy.copy(self)
+        other._set_caller(token, token_provider, metadata, required=True)
+        other._owns_channel = False
+        return other
+
+    def _set_caller(
+        self,
+        token: str | None,
+        token_provider: Callable[[], str] | None,
+        metadata: Sequence[tuple[str, str]],
+        *,
+        required: bool,
+    ) -> None:
+        self._metadata = check_caller(token, token_provider, metadata, required=required)
+        self._token = token
+        self._token_provider = token_provider
 
     def __enter__(self) -> TaskClient:
         return self
@@ -52,7 +79,8 @@ class TaskClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
     def create_task(
         self,
@@ -162,7 +190,8 @@ class TaskClient:
     def _current_token(self, *, refresh: bool = False) -> str:
         if self._token_provider is not None and (refresh or self._token is None):
             self._token = self._token_provider()
-        assert self._token is not None  # one of the two was given, checked in __init__
+        if self._token is None:
+            raise ValueError("this client acts for no user: call with_token(...) for the user of each request")
         return self._token
 
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
@@ -176,7 +205,7 @@ class TaskClient:
         return self._invoke(method, request, timeout, refresh=True)
 
     def _invoke(self, method: Callable[..., Any], request: Any, timeout: float, *, refresh: bool) -> Any:
-        metadata = (("authorization", f"Bearer {self._current_token(refresh=refresh)}"),)
+        metadata = (("authorization", f"Bearer {self._current_token(refresh=refresh)}"), *self._metadata)
         try:
             return method(request, metadata=metadata, timeout=timeout)
         except grpc.RpcError as error:

@@ -57,3 +57,20 @@ def test_an_async_provider_is_asked_again_once_on_expiry(todo_server: TodoServer
 
     asyncio.run(story())
     assert len(calls) == 2
+
+
+def test_one_async_client_acts_for_each_user_it_is_given(todo_server: TodoServer, secret: bytes) -> None:
+    async def story() -> None:
+        async with AsyncTaskClient(f"127.0.0.1:{todo_server.port}") as shared:
+            users = [f"async{secrets.token_hex(6)}" for _ in range(2)]
+            clients = [shared.with_token(mint_token(secret, user)) for user in users]
+            for user, client in zip(users, clients, strict=True):
+                await client.create_task(f"{user}'s")
+            for user, client in zip(users, clients, strict=True):
+                assert [t.title async for t in client.iter_tasks()] == [f"{user}'s"]
+            await clients[0].close()  # leaves the shared channel open
+            assert len((await clients[1].list_tasks()).tasks) == 1
+            with pytest.raises(ValueError, match="with_token"):
+                await shared.list_tasks()
+
+    asyncio.run(story())
