@@ -253,7 +253,9 @@ def _add_port(server: grpc.Server, settings: Settings) -> int:
         if settings.tls_certificate_chain is None or settings.tls_private_key is None:
             return server.add_insecure_port(settings.listen)
         credentials = grpc.ssl_server_credentials(
-            [(settings.tls_private_key.reveal(), settings.tls_certificate_chain)]
+            [(settings.tls_private_key.reveal(), settings.tls_certificate_chain)],
+            root_certificates=settings.tls_client_ca,
+            require_client_auth=settings.tls_client_ca is not None,
         )
         return server.add_secure_port(settings.listen, credentials)
     except RuntimeError:  # grpcio >= 1.66 raises where older versions returned 0

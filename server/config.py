@@ -85,6 +85,8 @@ class Settings:
     # Both set: serve TLS with this PEM chain and key; both None: plaintext.
     tls_certificate_chain: bytes | None = None
     tls_private_key: Secret | None = None
+    # Mutual TLS: only callers with a certificate these CAs signed get a connection (the BFF, say).
+    tls_client_ca: bytes | None = None
 
     def page_token_key(self) -> bytes:
         """The key that signs page tokens, the same on every replica: derived from TODO_PAGE_TOKEN_SECRET,
@@ -217,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tls-cert", help="PEM certificate chain; serve TLS (TODO_TLS_CERT; default plaintext)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (TODO_TLS_KEY)")
+    parser.add_argument(
+        "--tls-client-ca",
+        help="PEM CA certificates; callers must present a certificate one of them signed: mutual TLS "
+        "(TODO_TLS_CLIENT_CA; default: no client certificate asked for)",
+    )
     return parser
 
 
@@ -237,6 +244,14 @@ def _tls_files(cert_path: str | None, key_path: str | None) -> tuple[bytes | Non
     if not cert_path or not key_path:
         raise ConfigError("TLS needs both --tls-cert and --tls-key (TODO_TLS_CERT, TODO_TLS_KEY)")
     return _read_pem("--tls-cert", cert_path), Secret(_read_pem("--tls-key", key_path))
+
+
+def _tls_client_ca(path: str | None, *, serving_tls: bool) -> bytes | None:
+    if not path:
+        return None
+    if not serving_tls:
+        raise ConfigError("--tls-client-ca (TODO_TLS_CLIENT_CA) needs TLS: set --tls-cert and --tls-key too")
+    return _read_pem("--tls-client-ca", path)
 
 
 def _secret_setting(env: Mapping[str, str], name: str, fix: str) -> Secret | None:
@@ -447,6 +462,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         service_name=env.get("OTEL_SERVICE_NAME") or "todo-tasks",
         tls_certificate_chain=tls_chain,
         tls_private_key=tls_key,
+        tls_client_ca=_tls_client_ca(
+            args.tls_client_ca or env.get("TODO_TLS_CLIENT_CA"), serving_tls=tls_chain is not None
+        ),
     )
 
 

@@ -49,3 +49,17 @@ def test_a_file_that_is_not_pem_is_refused(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path)
     with pytest.raises(ConfigError, match="not a PEM file"):
         load_settings(["--tls-cert", str(files.server_key.parent / "ca.pem"), "--tls-key", __file__], _ENV)
+
+
+def test_a_client_ca_asks_callers_for_certificates(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    flags = ["--tls-cert", str(files.server_cert), "--tls-key", str(files.server_key)]
+    settings = load_settings([*flags, "--tls-client-ca", str(files.ca_cert)], _ENV)
+    assert settings.tls_client_ca == files.ca_cert.read_bytes()
+    assert load_settings(flags, _ENV).tls_client_ca is None
+
+
+def test_a_client_ca_without_tls_is_refused(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    with pytest.raises(ConfigError, match="needs TLS"):
+        load_settings([], {**_ENV, "TODO_TLS_CLIENT_CA": str(files.ca_cert)})
