@@ -1,0 +1,52 @@
+"""client/node/tasks.mjs, the Node.js BFF's client, against a real todo-server: one channel, each user's
+token per call, and the server's errors (code, ErrorInfo reason, BadRequest violations) readable in JS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ServerProcess
+from tests.support import mint_token
+
+pytestmark = pytest.mark.e2e
+
+CLIENT_DIR = Path(__file__).parents[2] / "client" / "node"
+STORY = Path(__file__).parent / "node_story.mjs"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("the Node.js client test needs Node.js and npm on PATH")
+    if not (CLIENT_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        installed = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=CLIENT_DIR, capture_output=True, timeout=300
+        )
+        if installed.returncode != 0:
+            pytest.fail(f"npm ci in {CLIENT_DIR} failed: {installed.stderr.decode()[-2000:]}")
+    return node
+
+
+def test_the_node_client_acts_for_each_user_and_reads_the_servers_errors(node: str, server: ServerProcess) -> None:
+    secret = server.secret.encode()
+    tokens = [mint_token(secret, "alice"), mint_token(secret, "bob"), "not-a-jwt"]
+    story = subprocess.run(
+        [node, str(STORY), server.address, *tokens], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert story.returncode == 0, story.stderr
+    seen = json.loads(story.stdout)
+    assert seen["created"]["name"].startswith("users/alice/tasks/")
+    assert seen["created"]["priority"] == "PRIORITY_HIGH"
+    assert (seen["aliceTitles"], seen["bobTitles"]) == (["alice's"], [])
+    assert seen["bobGetsAlices"]["code"] == "PERMISSION_DENIED"
+    assert seen["badToken"] == {"code": "UNAUTHENTICATED", "reason": "TOKEN_MALFORMED", "violations": {}}
+    assert seen["emptyTitle"]["code"] == "INVALID_ARGUMENT"
+    assert "task.title" in seen["emptyTitle"]["violations"]
+    assert seen["renamed"] == "renamed"
+    assert (seen["afterDelete"]["code"], seen["afterDelete"]["reason"]) == ("NOT_FOUND", "TASK_NOT_FOUND")
