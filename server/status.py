@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from server.call_pipeline import Layer
 from server.errors import (
     Aborted,
+    CommitOutcomeUnknown,
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
@@ -37,6 +38,7 @@ _CODES: dict[type[TodoError], int] = {
     NotFound: code_pb2.NOT_FOUND,
     Aborted: code_pb2.ABORTED,
     Unavailable: code_pb2.UNAVAILABLE,
+    CommitOutcomeUnknown: code_pb2.UNKNOWN,  # not retried by gRPC's policies: the caller reads back first
     DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }
 

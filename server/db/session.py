@@ -19,7 +19,7 @@ from server.db import connections, owner_scope, schema
 from server.db.compiled_reads import CompiledRead
 from server.db.connections import WRITE_OPTION, ReadBlock, refuse_if_expired, unpinged_checkout
 from server.db.owner_scope import SCOPE_PARAMETER, OwnerScopeError, scoped, with_owner
-from server.errors import Aborted, Unavailable
+from server.errors import Aborted, CommitOutcomeUnknown, Unavailable
 
 # What the pool raises at checkout when every reconnect it tried was cut too (a database that accepts
 # connections and drops them, as during a failover). Caught only around a checkout, where it means that.
@@ -30,6 +30,25 @@ _READ_ONLY_SQL_TRANSACTION = "25006"
 
 def _refused_as_read_only(error: exc.DBAPIError) -> bool:
     return getattr(error.orig, "sqlstate", None) == _READ_ONLY_SQL_TRANSACTION
+
+
+def _commit(session: Session) -> None:
+    """Commits; raises CommitOutcomeUnknown when the connection is lost during the COMMIT.
+
+    The database may have committed before the connection went (psycopg raises AdminShutdown, or
+    OperationalError for a closed socket; SQLAlchemy then marks the error connection_invalidated). A COMMIT
+    refused on a live connection (a serialization failure, SQLite's disk full) wrote nothing, and is raised
+    as it is.
+    """
+    try:
+        session.commit()
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise CommitOutcomeUnknown(
+            "the connection to the database was lost while committing: the change may have been saved; "
+            "read it back before retrying; a CreateTask can be retried with the same request_id"
+        ) from None
 
 
 class Database:
@@ -68,12 +87,16 @@ class Database:
     def transaction(self, *, write: bool = False) -> Iterator[Session]:
         """A session in a transaction that commits on success; database faults become domain errors.
 
+        A fault that leaves nothing written becomes Unavailable (clients retry it); a connection lost during
+        the COMMIT becomes CommitOutcomeUnknown, as the write may have been saved.
+
         Past the running call's deadline it raises CallExpired (server/db/connections.py) instead of
         committing: a caller that gave up was told nothing was saved, so nothing is.
         """
         refuse_if_expired()
         try:
-            with self._sessions() as session, session.begin():
+            with self._sessions() as session:
+                session.begin()
                 if write:
                     try:
                         session.connection(execution_options={WRITE_OPTION: True})
@@ -81,6 +104,8 @@ class Database:
                         raise Unavailable("the database is unavailable; retry later") from None
                 yield session
                 refuse_if_expired()
+                session.flush()  # the last statements: a fault up to here is before the COMMIT, nothing written
+                _commit(session)
         except StaleDataError:
             raise Aborted("the task was changed by someone else; get it again and retry") from None
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError):

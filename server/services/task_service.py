@@ -7,6 +7,7 @@ from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.db.repository import TaskRepository
+from server.errors import CommitOutcomeUnknown, Unavailable
 from server.services import task_messages as messages
 from server.services.page_tokens import PageTokenCodec
 from server.services.resource_names import parse_parent, parse_task_name
@@ -25,7 +26,15 @@ class TaskService(pb_grpc.TaskServiceServicer):
         fields = messages.task_fields(request.task, field="task", violations=violations)
         request_id = messages.request_id(request.request_id, violations)
         violations.raise_if_any()
-        record = self._tasks.create(fields=fields, request_id=request_id)
+        try:
+            record = self._tasks.create(fields=fields, request_id=request_id)
+        except CommitOutcomeUnknown:
+            if request_id is None:
+                raise
+            # A retry with this request_id returns the task if the lost commit did save it: safe to retry.
+            raise Unavailable(
+                "the connection to the database was lost while saving the task; retry with the same request_id"
+            ) from None
         return pb.CreateTaskResponse(task=messages.task_to_proto(record))
 
     def GetTask(self, request: pb.GetTaskRequest, context: grpc.ServicerContext) -> pb.GetTaskResponse:
