@@ -11,7 +11,9 @@ import grpc
 TASK_SERVICE = "todo.v1.TaskService"
 
 # gRPC retries UNAVAILABLE itself (gRFC A6): at most 5 attempts, waits drawn from 0.5s doubling to 4s.
-# Every TaskService call is safe to repeat: reads are reads, and CreateTask carries a request_id.
+# UNAVAILABLE means nothing was written (or, for a CreateTask with a request_id, that a retry returns what
+# was), so every TaskService call may repeat on it. UNKNOWN (COMMIT_OUTCOME_UNKNOWN: the write may have been
+# saved) is not retried: a retried update or delete would fail on its own change.
 RETRY_POLICY = {
     "maxAttempts": 5,
     "initialBackoff": "0.5s",

@@ -55,6 +55,12 @@ class Unavailable(TaskServiceError):
     """The server (or its database) cannot be reached, even after the client's bounded retries."""
 
 
+class OutcomeUnknown(TaskServiceError):
+    """The server lost its database connection while saving (reason COMMIT_OUTCOME_UNKNOWN): the change may
+    have been saved. Read the task back before sending the write again; a create_task may be sent again with
+    the same request_id. Not retried by the channel, as a retried update would fail on its own change."""
+
+
 class DeadlineExceeded(TaskServiceError):
     """The call did not finish within its timeout."""
 
@@ -66,6 +72,7 @@ _CLASSES: dict[grpc.StatusCode, type[TaskServiceError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNKNOWN: OutcomeUnknown,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
 

@@ -1,0 +1,68 @@
+"""The client's retry policy (client/channel.py) against faults on a real PostgreSQL-backed server: a write
+that wrote nothing (UNAVAILABLE) is retried and saved once, one whose outcome is unknown is not retried."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from client import OutcomeUnknown, TaskClient
+from server.app import TodoServer
+from tests.faults.conftest import ScratchDatabase, fault_server
+from tests.faults.write_faults import REFUSE_ONCE, STALL, At, end_stalled_backend, write_fault
+from tests.support import mint_token
+
+
+@pytest.fixture
+def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Iterator[TodoServer]:
+    with fault_server(scratch_database.url, secret) as server:
+        yield server
+
+
+@pytest.fixture
+def client(server_on_scratch: TodoServer, secret: bytes) -> Iterator[TaskClient]:
+    token = mint_token(secret, f"retrier{secrets.token_hex(4)}")
+    with TaskClient(f"127.0.0.1:{server_on_scratch.port}", token=token, default_timeout=20) as opened:
+        yield opened
+
+
+@pytest.fixture
+def attempts(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
+    """The status of each attempt the server answered for `method`, in order, from its access log."""
+    caplog.set_level(logging.INFO, logger="todo.access")
+
+    def of(method: str) -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.name == "todo.access"]
+        prefix = f"rpc method=/todo.v1.TaskService/{method} code="
+        return [line.removeprefix(prefix).split()[0] for line in lines if line.startswith(prefix)]
+
+    return of
+
+
+def test_a_write_refused_at_commit_is_retried_and_saved_once(
+    scratch_database: ScratchDatabase, client: TaskClient, attempts: Callable[[str], list[str]]
+) -> None:
+    task = client.create_task("draft")
+    with write_fault(scratch_database, REFUSE_ONCE, at=At.COMMIT):
+        # The retry carries the same etag and succeeds: the refused attempt changed nothing.
+        updated = client.update_task(task.name, title="final", etag=task.etag)
+    assert attempts("UpdateTask") == ["UNAVAILABLE", "OK"]
+    assert client.get_task(task.name) == updated
+    assert updated.title == "final"
+
+
+def test_a_write_whose_commit_outcome_is_unknown_is_not_retried(
+    scratch_database: ScratchDatabase, client: TaskClient, attempts: Callable[[str], list[str]]
+) -> None:
+    task = client.create_task("draft")
+    with write_fault(scratch_database, STALL, at=At.COMMIT), ThreadPoolExecutor(1) as pool:
+        update = pool.submit(client.update_task, task.name, title="final", etag=task.etag)
+        end_stalled_backend(scratch_database)
+        with pytest.raises(OutcomeUnknown) as raised:
+            update.result(timeout=30)
+    assert raised.value.reason == "COMMIT_OUTCOME_UNKNOWN"
+    assert attempts("UpdateTask") == ["UNKNOWN"]
