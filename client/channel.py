@@ -1,4 +1,5 @@
-"""Opening a channel to todo-tasks: TLS or plaintext, with gRPC's own retry policy for UNAVAILABLE."""
+"""Opening a channel to todo-tasks: TLS or plaintext, round robin over the target's addresses, and gRPC's own
+retry policy for UNAVAILABLE, throttled while most calls fail."""
 
 from __future__ import annotations
 
@@ -21,8 +22,16 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
-_SERVICE_CONFIG = {"methodConfig": [{"name": [{"service": TASK_SERVICE}], "retryPolicy": RETRY_POLICY}]}
-_OPTIONS = (
+_SERVICE_CONFIG = {
+    # Every address a name resolves to (replicas behind one DNS name) gets its share of the calls.
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{"service": TASK_SERVICE}], "retryPolicy": RETRY_POLICY}],
+    # Each failed attempt spends a token, each success earns 0.1; at 5 tokens or fewer the channel stops
+    # retrying, so a struggling server gets each call once, not five times, until calls succeed again.
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+# No healthCheckConfig: each channel would hold a health Watch stream, and with it a server thread.
+CHANNEL_OPTIONS = (
     ("grpc.enable_retries", 1),
     ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     # Notice a server that came back within a second or two, not after gRPC's default of up to 2 minutes.
@@ -37,19 +46,19 @@ def open_channel(target: str, *, tls: TlsOption = False) -> grpc.Channel:
     """A channel to `target`. `tls`: False for plaintext, True for TLS checked against the system's CAs,
     or the path of a PEM CA file that signed the server's certificate."""
     if tls is False:
-        return grpc.insecure_channel(target, options=_OPTIONS)
+        return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
     root_certificates = None if tls is True else _read_ca(Path(tls))
     credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-    return grpc.secure_channel(target, credentials, options=_OPTIONS)
+    return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
 def open_aio_channel(target: str, *, tls: TlsOption = False) -> grpc.aio.Channel:
     """The grpc.aio twin of `open_channel`: same options, same retry policy."""
     if tls is False:
-        return grpc.aio.insecure_channel(target, options=_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
     root_certificates = None if tls is True else _read_ca(Path(tls))
     credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-    return grpc.aio.secure_channel(target, credentials, options=_OPTIONS)
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
 def _read_ca(path: Path) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from todo.v1 import task_service_pb2 as pb
+from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from client import (
     Aborted,
@@ -27,6 +29,7 @@ from client import (
     Unauthenticated,
     Unavailable,
 )
+from client.channel import open_aio_channel, open_channel
 from server.app import TodoServer, build_server, run_server
 from server.config import Secret, Settings
 from tests.support import mint_token, unused_port
@@ -179,6 +182,21 @@ def test_a_call_past_its_deadline_raises_deadline_exceeded(connect: Callable[...
     with pytest.raises(DeadlineExceeded) as raised:
         client.list_tasks(timeout=-1)
     assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_both_channels_accept_the_service_config(todo_server: TodoServer, secret: bytes) -> None:
+    # grpcio refuses a service config it cannot use (a bad policy, an unknown balancer): every call then fails.
+    target = f"127.0.0.1:{todo_server.port}"
+    request = pb.ListTasksRequest(parent="users/me")
+    metadata = (("authorization", f"Bearer {mint_token(secret)}"),)
+    with open_channel(target) as channel:
+        assert pb_grpc.TaskServiceStub(channel).ListTasks(request, metadata=metadata, timeout=10) is not None
+
+    async def list_over_aio() -> pb.ListTasksResponse:
+        async with open_aio_channel(target) as channel:
+            return await pb_grpc.TaskServiceStub(channel).ListTasks(request, metadata=metadata, timeout=10)
+
+    assert asyncio.run(list_over_aio()) is not None
 
 
 def test_nobody_listening_raises_unavailable_after_bounded_retries(secret: bytes) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 import uuid
@@ -13,26 +12,6 @@ import grpc
 from sqlalchemy import create_engine, text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
-
-# Round robin over every address in the target, and a retry on UNAVAILABLE: safe for CreateTask because
-# each carries a request_id, so a retry of a write that did commit returns the first task.
-ROUND_ROBIN_CONFIG = json.dumps(
-    {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": [{"service": "todo.v1.TaskService"}],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-    }
-)
 
 
 @dataclass(frozen=True)

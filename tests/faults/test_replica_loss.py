@@ -1,5 +1,6 @@
-"""Two replicas on one PostgreSQL database behind client-side round robin: kill -9 one under load, and the
-client keeps succeeding through the other (a retry policy moves the calls that were on the dead one)."""
+"""Two replicas on one PostgreSQL database behind the client's own channel config (client/channel.py: round
+robin, retry on UNAVAILABLE, throttled): kill -9 one under load, and the client keeps succeeding through the
+other (the retry policy moves the calls that were on the dead one)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from client.channel import CHANNEL_OPTIONS
 from tests.e2e.conftest import start_server, stop_server
 from tests.faults.conftest import ScratchDatabase
-from tests.faults.load import ROUND_ROBIN_CONFIG, WriteLoad, stored_writes
+from tests.faults.load import WriteLoad, stored_writes
 from tests.faults.report import FaultRow
 from tests.support import mint_token
 
@@ -39,11 +41,10 @@ def test_killing_one_replica_mid_load_loses_no_call_and_no_acked_write(
     survivor = start_server(tmp_path, "--database-url", scratch_database.url, env=shared)
     victim = start_server(tmp_path, "--database-url", scratch_database.url, env=shared)
     target = f"ipv4:{survivor.address},{victim.address}"
-    options = [("grpc.service_config", ROUND_ROBIN_CONFIG), ("grpc.enable_retries", 1)]
     user = "replica-user"
     try:
         token = mint_token(shared["BETTER_AUTH_SECRET"].encode(), user)
-        with WriteLoad(target, token, channel_options=options) as load:
+        with WriteLoad(target, token, channel_options=list(CHANNEL_OPTIONS)) as load:
             load.wait_for_acks(40)
             time.sleep(load_seconds)
             killed_at = time.monotonic()

@@ -1,5 +1,6 @@
 """The client's retry policy (client/channel.py) against faults on a real PostgreSQL-backed server: a write
-that wrote nothing (UNAVAILABLE) is retried and saved once, one whose outcome is unknown is not retried."""
+that wrote nothing (UNAVAILABLE) is retried and saved once, one whose outcome is unknown is not retried, and
+retries stop while most calls fail, so that a fleet of clients does not multiply a struggling server's load."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from client import OutcomeUnknown, TaskClient
+from client import OutcomeUnknown, TaskClient, Unavailable
 from server.app import TodoServer
 from tests.faults.conftest import ScratchDatabase, fault_server
 from tests.faults.write_faults import REFUSE_ONCE, STALL, At, end_stalled_backend, write_fault
@@ -66,3 +67,19 @@ def test_a_write_whose_commit_outcome_is_unknown_is_not_retried(
             update.result(timeout=30)
     assert raised.value.reason == "COMMIT_OUTCOME_UNKNOWN"
     assert attempts("UpdateTask") == ["UNKNOWN"]
+
+
+def test_retries_stop_while_most_calls_fail(
+    scratch_database: ScratchDatabase, client: TaskClient, attempts: Callable[[str], list[str]]
+) -> None:
+    client.list_tasks()  # connected while the database is there
+    scratch_database.cut_connections()
+    for _ in range(3):
+        with pytest.raises(Unavailable):
+            client.list_tasks()
+    failed = [code for code in attempts("ListTasks") if code != "OK"]
+    assert set(failed) == {"UNAVAILABLE"}
+    # Unthrottled, each call makes its 5 attempts (15). With 10 tokens, each failed attempt spending 1, retries
+    # stop once 5 are left: 5 attempts for the first call, 1 for each after it. At most: gRPC keeps the tokens
+    # per target for the whole process, and an earlier test's channel to a reused port may have spent some.
+    assert len(failed) <= 7, failed
