@@ -14,6 +14,7 @@ import pytest
 from client import OutcomeUnknown, TaskClient, Unavailable
 from server.app import TodoServer
 from tests.faults.conftest import ScratchDatabase, fault_server
+from tests.faults.lost_commit_reply import LostCommitReply
 from tests.faults.write_faults import REFUSE_ONCE, STALL, At, end_stalled_backend, write_fault
 from tests.support import mint_token
 
@@ -66,6 +67,31 @@ def test_a_write_whose_commit_outcome_is_unknown_is_not_retried(
         with pytest.raises(OutcomeUnknown) as raised:
             update.result(timeout=30)
     assert raised.value.reason == "COMMIT_OUTCOME_UNKNOWN"
+    assert attempts("UpdateTask") == ["UNKNOWN"]
+
+
+@pytest.fixture
+def lost_commit_reply(scratch_database: ScratchDatabase) -> Iterator[LostCommitReply]:
+    proxy = LostCommitReply(scratch_database.url)
+    yield proxy
+    proxy.close()
+
+
+def test_an_update_whose_commit_reply_is_lost_is_saved_and_not_retried(
+    lost_commit_reply: LostCommitReply, secret: bytes, attempts: Callable[[str], list[str]]
+) -> None:
+    token = mint_token(secret, f"retrier{secrets.token_hex(4)}")
+    with (
+        fault_server(lost_commit_reply.url, secret) as server,
+        TaskClient(f"127.0.0.1:{server.port}", token=token) as client,
+    ):
+        task = client.create_task("draft")
+        lost_commit_reply.arm()
+        # Retried, this update would fail on its own change: ABORTED, as the etag it carries is stale now.
+        with pytest.raises(OutcomeUnknown):
+            client.update_task(task.name, title="final", etag=task.etag)
+        assert lost_commit_reply.reply_lost.is_set()
+        assert client.get_task(task.name).title == "final"  # saved, as the error said it might be
     assert attempts("UpdateTask") == ["UNKNOWN"]
 
 

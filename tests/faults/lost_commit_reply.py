@@ -1,0 +1,83 @@
+"""A TCP proxy in front of PostgreSQL that can lose a COMMIT's reply: the database commits, and the connection
+is cut before the server hears so, as when a network drops between a write's COMMIT and its answer."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from contextlib import suppress
+
+from sqlalchemy.engine import make_url
+
+# psycopg sends COMMIT as a simple query ('Q', its length, the text); the proxy looks for its text only.
+_COMMIT = b"COMMIT\x00"
+_CHUNK = 65536
+
+
+class LostCommitReply:
+    """Forwards 127.0.0.1:`port` to the database `url` names; after `arm()`, the next COMMIT goes through and
+    its connection is cut as the reply comes back (`reply_lost` is set then). One COMMIT per `arm()`."""
+
+    def __init__(self, url: str) -> None:
+        target = make_url(url)
+        self._upstream = (target.host or "127.0.0.1", target.port or 5432)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        # The proxied URL: no TLS, so that the proxy can see the COMMIT go by.
+        self.url = target.set(host="127.0.0.1", port=self.port, query={"sslmode": "disable"}).render_as_string(
+            hide_password=False
+        )
+        self._armed = threading.Event()
+        self.reply_lost = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self) -> None:
+        self.reply_lost.clear()
+        self._armed.set()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self._upstream)
+            cut_at_reply = threading.Event()
+            threading.Thread(target=self._to_database, args=(client, upstream, cut_at_reply), daemon=True).start()
+            threading.Thread(target=self._to_client, args=(upstream, client, cut_at_reply), daemon=True).start()
+
+    def _to_database(self, client: socket.socket, upstream: socket.socket, cut_at_reply: threading.Event) -> None:
+        while data := _receive(client):
+            if _COMMIT in data and self._armed.is_set():
+                self._armed.clear()
+                cut_at_reply.set()  # before the COMMIT leaves: its reply cannot come back first
+            with suppress(OSError):
+                upstream.sendall(data)
+        _close(client, upstream)
+
+    def _to_client(self, upstream: socket.socket, client: socket.socket, cut_at_reply: threading.Event) -> None:
+        while data := _receive(upstream):
+            if cut_at_reply.is_set():
+                _close(client, upstream)
+                self.reply_lost.set()
+                return
+            with suppress(OSError):
+                client.sendall(data)
+        _close(client, upstream)
+
+
+def _receive(connection: socket.socket) -> bytes:
+    try:
+        return connection.recv(_CHUNK)
+    except OSError:
+        return b""
+
+
+def _close(*connections: socket.socket) -> None:
+    for connection in connections:
+        with suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
+        connection.close()
