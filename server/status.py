@@ -59,8 +59,8 @@ def to_status(error: TodoError) -> grpc.Status:
             for v in error.violations
         ]
         status.details.append(_packed(error_details_pb2.BadRequest(field_violations=violations)))
-    else:
-        status.details.append(_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)))
+    # On every error (AIP-193): a client can switch on the reason without parsing the message.
+    status.details.append(_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)))
     if isinstance(error, Unavailable):
         retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1))
         status.details.append(_packed(retry))

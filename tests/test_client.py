@@ -111,6 +111,7 @@ def test_bad_fields_raise_invalid_argument_with_violations(connect: Callable[...
     with pytest.raises(InvalidArgument) as raised:
         connect().create_task("")
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.reason == "INVALID_ARGUMENT"  # ErrorInfo on every error, BadRequest beside it
     assert "task.title" in raised.value.violations
     assert "task.title" in str(raised.value)
 

@@ -46,7 +46,7 @@ def test_the_node_client_acts_for_each_user_and_reads_the_servers_errors(node: s
     assert (seen["aliceTitles"], seen["bobTitles"]) == (["alice's"], [])
     assert seen["bobGetsAlices"]["code"] == "PERMISSION_DENIED"
     assert seen["badToken"] == {"code": "UNAUTHENTICATED", "reason": "TOKEN_MALFORMED", "violations": {}}
-    assert seen["emptyTitle"]["code"] == "INVALID_ARGUMENT"
+    assert (seen["emptyTitle"]["code"], seen["emptyTitle"]["reason"]) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert "task.title" in seen["emptyTitle"]["violations"]
     assert seen["renamed"] == "renamed"
     assert (seen["afterDelete"]["code"], seen["afterDelete"]["reason"]) == ("NOT_FOUND", "TASK_NOT_FOUND")

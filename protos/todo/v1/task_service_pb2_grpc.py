@@ -37,9 +37,16 @@ class TaskServiceStub:
     user is refused with PERMISSION_DENIED before any lookup, so the answer never
     tells whether another user's task exists.
 
-    Errors carry `google.rpc` details: `BadRequest` field violations for
-    INVALID_ARGUMENT and `ErrorInfo` (domain `todo.v1`) with a machine-readable
-    reason for UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND and ABORTED.
+    Errors carry `google.rpc` details: `ErrorInfo` (domain `todo.v1`) with a
+    machine-readable reason on every error the service itself returns, and
+    `BadRequest` field violations with INVALID_ARGUMENT.
+
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE): nothing was
+    written, so it is safe to retry, as gRPC retry policies do. A write may
+    instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
+    the database was lost during the commit, so the change may have been saved;
+    read it back before writing again. A CreateTask with a `request_id` gets
+    UNAVAILABLE there too, as a retry with that id returns the saved task.
     """
 
     def __init__(self, channel):
@@ -87,9 +94,16 @@ class TaskServiceServicer:
     user is refused with PERMISSION_DENIED before any lookup, so the answer never
     tells whether another user's task exists.
 
-    Errors carry `google.rpc` details: `BadRequest` field violations for
-    INVALID_ARGUMENT and `ErrorInfo` (domain `todo.v1`) with a machine-readable
-    reason for UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND and ABORTED.
+    Errors carry `google.rpc` details: `ErrorInfo` (domain `todo.v1`) with a
+    machine-readable reason on every error the service itself returns, and
+    `BadRequest` field violations with INVALID_ARGUMENT.
+
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE): nothing was
+    written, so it is safe to retry, as gRPC retry policies do. A write may
+    instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
+    the database was lost during the commit, so the change may have been saved;
+    read it back before writing again. A CreateTask with a `request_id` gets
+    UNAVAILABLE there too, as a retry with that id returns the saved task.
     """
 
     def CreateTask(self, request, context):
@@ -193,9 +207,16 @@ class TaskService:
     user is refused with PERMISSION_DENIED before any lookup, so the answer never
     tells whether another user's task exists.
 
-    Errors carry `google.rpc` details: `BadRequest` field violations for
-    INVALID_ARGUMENT and `ErrorInfo` (domain `todo.v1`) with a machine-readable
-    reason for UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND and ABORTED.
+    Errors carry `google.rpc` details: `ErrorInfo` (domain `todo.v1`) with a
+    machine-readable reason on every error the service itself returns, and
+    `BadRequest` field violations with INVALID_ARGUMENT.
+
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE): nothing was
+    written, so it is safe to retry, as gRPC retry policies do. A write may
+    instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
+    the database was lost during the commit, so the change may have been saved;
+    read it back before writing again. A CreateTask with a `request_id` gets
+    UNAVAILABLE there too, as a retry with that id returns the saved task.
     """
 
     @staticmethod
