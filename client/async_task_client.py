@@ -13,7 +13,7 @@ import grpc
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from client.channel import TlsOption, open_aio_channel
+from client.channel import ClientCertificate, TlsOption, open_aio_channel
 from client.errors import TaskServiceError, from_rpc_error
 from client.requests import ME, PriorityLike, check_caller, create_request, list_request, task_name, update_request
 from client.task_client import TOKEN_EXPIRED
@@ -34,12 +34,13 @@ class AsyncTaskClient:
         token: str | None = None,
         token_provider: TokenProvider | None = None,
         tls: TlsOption = False,
+        client_cert: ClientCertificate | None = None,
         default_timeout: float = 10.0,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._set_caller(token, token_provider, metadata, required=False)
         self._default_timeout = default_timeout
-        self._channel = open_aio_channel(target, tls=tls)
+        self._channel = open_aio_channel(target, tls=tls, client_cert=client_cert)
         self._owns_channel = True
         self._stub = pb_grpc.TaskServiceStub(self._channel)
 

@@ -39,30 +39,51 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
-TlsOption = bool | str | os.PathLike[str]
+PathLike = str | os.PathLike[str]
+TlsOption = bool | PathLike
+# A client certificate and its key (PEM files), for a server that asks for one (--tls-client-ca).
+ClientCertificate = tuple[PathLike, PathLike]
 
 
-def open_channel(target: str, *, tls: TlsOption = False) -> grpc.Channel:
+def open_channel(
+    target: str, *, tls: TlsOption = False, client_cert: ClientCertificate | None = None
+) -> grpc.Channel:
     """A channel to `target`. `tls`: False for plaintext, True for TLS checked against the system's CAs,
-    or the path of a PEM CA file that signed the server's certificate."""
-    if tls is False:
+    or the path of a PEM CA file that signed the server's certificate. `client_cert`: (certificate, key)
+    for mutual TLS."""
+    credentials = _credentials(tls, client_cert)
+    if credentials is None:
         return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-    root_certificates = None if tls is True else _read_ca(Path(tls))
-    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
     return grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
-def open_aio_channel(target: str, *, tls: TlsOption = False) -> grpc.aio.Channel:
+def open_aio_channel(
+    target: str, *, tls: TlsOption = False, client_cert: ClientCertificate | None = None
+) -> grpc.aio.Channel:
     """The grpc.aio twin of `open_channel`: same options, same retry policy."""
-    if tls is False:
+    credentials = _credentials(tls, client_cert)
+    if credentials is None:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    root_certificates = None if tls is True else _read_ca(Path(tls))
-    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
     return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
-def _read_ca(path: Path) -> bytes:
+def _credentials(tls: TlsOption, client_cert: ClientCertificate | None) -> grpc.ChannelCredentials | None:
+    if tls is False:
+        if client_cert is not None:
+            raise ValueError("a client certificate needs TLS: pass tls=True or tls='ca.pem' too")
+        return None
+    cert, key = (
+        (None, None)
+        if client_cert is None
+        else (_read("certificate", client_cert[0]), _read("key", client_cert[1]))
+    )
+    return grpc.ssl_channel_credentials(
+        root_certificates=None if tls is True else _read("CA", tls), private_key=key, certificate_chain=cert
+    )
+
+
+def _read(what: str, path: PathLike) -> bytes:
     try:
-        return path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as error:
-        raise ValueError(f"CA file {str(path)!r} cannot be read: {error.strerror}") from None
+        raise ValueError(f"{what} file {str(path)!r} cannot be read: {error.strerror}") from None

@@ -12,7 +12,7 @@ import grpc
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
-from client.channel import TlsOption, open_channel
+from client.channel import ClientCertificate, TlsOption, open_channel
 from client.errors import TaskServiceError, from_rpc_error
 from client.requests import ME, PriorityLike, check_caller, create_request, list_request, task_name, update_request
 
@@ -35,12 +35,13 @@ class TaskClient:
         token: str | None = None,
         token_provider: Callable[[], str] | None = None,
         tls: TlsOption = False,
+        client_cert: ClientCertificate | None = None,
         default_timeout: float = 10.0,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._set_caller(token, token_provider, metadata, required=False)
         self._default_timeout = default_timeout
-        self._channel = open_channel(target, tls=tls)
+        self._channel = open_channel(target, tls=tls, client_cert=client_cert)
         self._owns_channel = True
         self._stub = pb_grpc.TaskServiceStub(self._channel)
 

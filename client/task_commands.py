@@ -26,6 +26,8 @@ def _connection_options() -> argparse.ArgumentParser:
     options.add_argument("--target", help=f"server address (TODO_TARGET; default {DEFAULT_TARGET})")
     options.add_argument("--token", help="bearer token (TODO_TOKEN; `todo token --sub alice` mints one)")
     options.add_argument("--ca", help="PEM CA file that signed the server's certificate; turns TLS on (TODO_CA)")
+    options.add_argument("--cert", help="PEM client certificate, for a server that asks for one (TODO_CERT)")
+    options.add_argument("--key", help="PEM private key of --cert (TODO_KEY)")
     options.add_argument("--timeout", type=_seconds, default=10.0, help="seconds per call (default 10)")
     options.add_argument("--json", action="store_true", help="print JSON (proto field names) for scripts")
     return options
@@ -55,8 +57,14 @@ def _open_client(args: argparse.Namespace) -> TaskClient:
     if not token:
         raise CliError("no token: pass --token or set TODO_TOKEN (`todo token --sub alice` mints one)", EXIT_AUTH)
     ca = args.ca or os.environ.get("TODO_CA")
+    cert, key = args.cert or os.environ.get("TODO_CERT"), args.key or os.environ.get("TODO_KEY")
+    if bool(cert) != bool(key):
+        raise CliError("a client certificate needs both --cert and --key (TODO_CERT, TODO_KEY)", EXIT_USAGE)
+    client_cert = (cert, key) if cert and key else None
     try:
-        return TaskClient(args.target, token=token, tls=ca or False, default_timeout=args.timeout)
+        return TaskClient(
+            args.target, token=token, tls=ca or False, client_cert=client_cert, default_timeout=args.timeout
+        )
     except ValueError as error:
         raise CliError(str(error), EXIT_USAGE) from None
 

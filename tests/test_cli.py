@@ -179,6 +179,27 @@ def test_a_ca_that_did_not_sign_the_server_is_one_line_and_exit_4(
     assert "are --target/--ca right?" in err
 
 
+def test_cert_and_key_reach_a_server_that_asks_for_a_client_certificate(
+    capsys: pytest.CaptureFixture[str], settings: Settings, tmp_path: Path, secret: bytes
+) -> None:
+    files = make_tls_files(tmp_path)
+    fields = {name: getattr(settings, name) for name in Settings.__slots__}
+    fields["tls_certificate_chain"] = files.server_cert.read_bytes()
+    fields["tls_private_key"] = Secret(files.server_key.read_bytes())
+    fields["tls_client_ca"] = files.ca_cert.read_bytes()
+    with run_server(Settings(**fields)) as server:
+        tls = ("--target", f"localhost:{server.port}", "--ca", str(files.ca_cert), "--token", mint_token(secret))
+        certificate = ("--cert", str(files.client_cert), "--key", str(files.client_key))
+        assert todo_json(capsys, "ls", *tls, *certificate) == []
+        status, _, err = todo(capsys, "ls", *tls, "--timeout", "2")
+        assert status == EXIT_UNREACHABLE, err  # no certificate: no connection
+        status, _, err = todo(capsys, "ls", *tls, "--cert", str(files.client_cert))
+        assert (status, err.strip()) == (
+            EXIT_USAGE,
+            "todo: a client certificate needs both --cert and --key (TODO_CERT, TODO_KEY)",
+        )
+
+
 @pytest.mark.usefixtures("signed_in")
 def test_a_refusal_names_each_bad_field_once(capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = todo(capsys, "ls", "--order-by", "colour")

@@ -12,6 +12,7 @@ import pytest
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
+from client import DeadlineExceeded, TaskClient, Unavailable
 from server.app import TodoServer, run_server
 from server.config import Secret, Settings
 from tests.support import failure_of, mint_token
@@ -77,3 +78,18 @@ def test_a_caller_without_a_certificate_the_ca_signed_gets_no_connection(
         )
     # Refused at the handshake, before any call: whichever way the transport reports it.
     assert failure.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_task_client_presents_its_certificate(mtls_server: TodoServer, tls_files: TlsFiles, secret: bytes) -> None:
+    certificate = (tls_files.client_cert, tls_files.client_key)
+    target = f"localhost:{mtls_server.port}"
+    with TaskClient(target, token=mint_token(secret), tls=tls_files.ca_cert, client_cert=certificate) as client:
+        assert client.create_task("over mutual TLS").title == "over mutual TLS"
+    without = TaskClient(target, token=mint_token(secret), tls=tls_files.ca_cert)
+    with without, pytest.raises((Unavailable, DeadlineExceeded)):  # no certificate: no connection
+        without.list_tasks(timeout=2)
+
+
+def test_a_client_certificate_without_tls_is_refused(tls_files: TlsFiles) -> None:
+    with pytest.raises(ValueError, match="needs TLS"):
+        TaskClient("localhost:1", token="x", client_cert=(tls_files.client_cert, tls_files.client_key))
