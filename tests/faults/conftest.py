@@ -90,3 +90,10 @@ def fault_server(database_url: str, secret: bytes) -> Iterator[TodoServer]:
     )
     with run_server(settings) as server:
         yield server
+
+
+@pytest.fixture
+def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Iterator[TodoServer]:
+    """fault_server on this test's scratch database."""
+    with fault_server(scratch_database.url, secret) as server:
+        yield server

@@ -21,7 +21,7 @@ from server.db.models import Task
 from server.db.session import Database
 from server.errors import Unavailable
 from server.identity import Identity, set_identity
-from tests.faults.conftest import ScratchDatabase, fault_server
+from tests.faults.conftest import ScratchDatabase
 from tests.faults.write_faults import REFUSE, STALL, At, end_stalled_backend, write_fault
 from tests.support import RpcFailure, User, failure_of, mint_token
 
@@ -53,12 +53,6 @@ _WRITES: dict[str, Callable[[pb_grpc.TaskServiceStub, Metadata, pb.Task], grpc.F
     "DeleteTask": _delete,
     "CreateTask without a request_id": _create_without_request_id,
 }
-
-
-@pytest.fixture
-def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Iterator[TodoServer]:
-    with fault_server(scratch_database.url, secret) as server:
-        yield server
 
 
 @pytest.fixture

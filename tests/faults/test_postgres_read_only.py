@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from sqlalchemy import text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer
-from tests.faults.conftest import ScratchDatabase, fault_server
+from tests.faults.conftest import ScratchDatabase
 from tests.faults.report import FaultRow
 from tests.support import User, failure_of, mint_token
-
-
-@pytest.fixture
-def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Iterator[TodoServer]:
-    with fault_server(scratch_database.url, secret) as server:
-        yield server
 
 
 def _set_read_only(scratch: ScratchDatabase, read_only: bool) -> None:

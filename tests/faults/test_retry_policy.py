@@ -20,12 +20,6 @@ from tests.support import mint_token
 
 
 @pytest.fixture
-def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Iterator[TodoServer]:
-    with fault_server(scratch_database.url, secret) as server:
-        yield server
-
-
-@pytest.fixture
 def client(server_on_scratch: TodoServer, secret: bytes) -> Iterator[TaskClient]:
     token = mint_token(secret, f"retrier{secrets.token_hex(4)}")
     with TaskClient(f"127.0.0.1:{server_on_scratch.port}", token=token, default_timeout=20) as opened:
