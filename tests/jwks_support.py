@@ -48,6 +48,7 @@ class JwksServer:
 
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = list(keys)
+        self.entries: list[dict[str, Any]] = []  # raw entries served after the keys' own: malformed ones
         self.delay = 0.0
         self.status = 200
         self.fetches = 0
@@ -57,7 +58,7 @@ class JwksServer:
             def do_GET(self) -> None:
                 jwks.fetches += 1
                 time.sleep(jwks.delay)
-                body = json.dumps({"keys": [key.jwk() for key in jwks.keys]}).encode()
+                body = json.dumps({"keys": [key.jwk() for key in jwks.keys] + jwks.entries}).encode()
                 self.send_response(jwks.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

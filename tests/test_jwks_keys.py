@@ -119,6 +119,24 @@ def test_failed_refresh_keeps_the_last_good_keys(base_settings: Settings) -> Non
             assert call(stub, token_for(key, jwks, sub="fresh")).total_size == 0
 
 
+def test_entries_with_fields_of_the_wrong_type_are_skipped_not_the_whole_set(base_settings: Settings) -> None:
+    key, other = new_key(), new_key()
+    with JwksServer([key]).running() as jwks:
+        # Valid JSON, odd types: each entry alone must be skipped, never sink the good key beside it.
+        jwks.entries = [
+            {**other.jwk(), "kty": ["OKP"]},
+            {**other.jwk(), "kty": {}},
+            {**other.jwk(), "use": ["sig"]},
+            {**other.jwk(), "kid": ["a-list"]},
+            {**other.jwk(), "alg": ["EdDSA"]},
+            {**other.jwk(), "alg": 7},
+        ]
+        with serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, _):
+            assert_keys_loaded(server)
+            assert call(stub, token_for(key, jwks)).total_size == 0
+            assert failure_of(lambda: call(stub, token_for(other, jwks))).reason == "TOKEN_INVALID"
+
+
 def test_a_flood_of_unknown_kids_causes_a_handful_of_fetches(base_settings: Settings) -> None:
     key = new_key()
     with (

@@ -69,20 +69,29 @@ def parse_jwks(body: bytes) -> dict[str, PublishedKey]:
         raise JwksError("JWKS has no 'keys' list")
     keys: dict[str, PublishedKey] = {}
     for entry in entries:
-        if not isinstance(entry, dict) or entry.get("kty") not in ALGORITHMS_BY_KEY_TYPE:
-            continue
-        if entry.get("use", "sig") != "sig" or not isinstance(entry.get("kid"), str):
-            continue
-        if "d" in entry:  # a private key has no business in a JWKS: refuse to hold it
+        if not isinstance(entry, dict) or not _is_public_signing_key(entry):
             continue
         try:
-            declared = entry.get("alg")
-            keys[entry["kid"]] = PublishedKey(
-                entry["kty"], declared if isinstance(declared, str) else None, jwt.PyJWK(entry).key
-            )
+            keys[entry["kid"]] = PublishedKey(entry["kty"], entry.get("alg"), jwt.PyJWK(entry).key)
         except (PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
             _log.warning("JWKS key %r skipped: unsupported or invalid", entry["kid"][:64])
     return keys
+
+
+def _is_public_signing_key(entry: dict[str, Any]) -> bool:
+    """Whether a JWKS entry names a public signature key of a type we verify with.
+
+    Types first: the issuer's JSON may hold a list where a string belongs, and a list is no dict key.
+    """
+    kty, kid, alg = entry.get("kty"), entry.get("kid"), entry.get("alg")
+    return (
+        isinstance(kty, str)
+        and kty in ALGORITHMS_BY_KEY_TYPE
+        and isinstance(kid, str)
+        and (alg is None or isinstance(alg, str))
+        and entry.get("use", "sig") == "sig"
+        and "d" not in entry  # a private key has no business in a JWKS: refuse to hold it
+    )
 
 
 class JwksCache:
