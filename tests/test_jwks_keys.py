@@ -119,6 +119,38 @@ def test_failed_refresh_keeps_the_last_good_keys(base_settings: Settings) -> Non
             assert call(stub, token_for(key, jwks, sub="fresh")).total_size == 0
 
 
+@pytest.mark.parametrize("unusable", [False, True], ids=["no-keys", "only-unusable-keys"])
+def test_an_issuer_publishing_an_empty_key_set_revokes_every_key(base_settings: Settings, unusable: bool) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, jwks_refresh_seconds=0.2)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            token = token_for(key, jwks)
+            assert call(stub, token).total_size == 0  # now in the verified-token cache
+            jwks.keys = []
+            jwks.entries = [{**key.jwk(), "use": "enc"}] if unusable else []
+            assert wait_until(lambda: not server.jwks.has_key(key.kid))
+            assert failure_of(lambda: call(stub, token)).reason == "TOKEN_INVALID"
+            jwks.keys = [key]  # a key set with keys replaces it in turn
+            assert wait_until(lambda: server.jwks.has_key(key.kid))
+            assert call(stub, token).total_size == 0
+
+
+def test_an_empty_key_set_at_start_up_is_not_ready_until_keys_are_published(base_settings: Settings) -> None:
+    key = new_key()
+    with (
+        JwksServer([]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, channel),
+    ):
+        assert wait_until(lambda: jwks.fetches >= 1)
+        assert health_of(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not server.jwks.loaded
+        jwks.keys = [key]  # retried with backoff (1 s, 2 s, ...), like a failed fetch
+        assert wait_until(lambda: health_of(channel) == health_pb2.HealthCheckResponse.SERVING)
+        assert call(stub, token_for(key, jwks)).total_size == 0
+
+
 def test_entries_with_fields_of_the_wrong_type_are_skipped_not_the_whole_set(base_settings: Settings) -> None:
     key, other = new_key(), new_key()
     with JwksServer([key]).running() as jwks:

@@ -2,7 +2,7 @@
 
 No request ever fetches: a call that meets an unknown `kid` only asks the background thread to refetch
 (rate-limited) and waits a bounded moment for it, on its own pool thread. A failed refresh keeps the last
-good keys (unlike PyJWKClient, pyjwt #1162).
+good keys (unlike PyJWKClient, pyjwt #1162); a fetched key set replaces them, even an empty one.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ class JwksCache:
 
     @property
     def loaded(self) -> bool:
-        """Whether keys have been fetched at least once."""
+        """Whether a key set holding at least one usable key has been fetched. An empty set does not count:
+        at start-up it more likely means a wrong URL than an issuer that trusts nobody."""
         return self._loaded.is_set()
 
     def wait_loaded(self, timeout: float) -> bool:
@@ -179,6 +180,7 @@ class JwksCache:
             self._wake.wait(delay)
 
     def _refresh_once(self) -> bool:
+        """Fetches the key set; whether it gave keys to verify with (if not, the next try backs off)."""
         try:
             keys = parse_jwks(self._fetch(self.url, self._fetch_timeout))
         except Exception as error:  # any failure: keep the last good keys and retry with backoff
@@ -187,13 +189,15 @@ class JwksCache:
             )
             keys = None
         with self._changed:
-            if keys:
+            if keys is not None:  # even an empty set: publishing one is how an issuer revokes every key
                 self._keys = keys
             self._attempts += 1
             self._fetching = False
             self._changed.notify_all()
         if self._on_refresh is not None:
-            self._on_refresh(bool(keys))
+            self._on_refresh(keys is not None)
+        if keys is not None and not keys:
+            _log.warning("JWKS at %s holds no usable signing key: every token it signs is refused", self.url)
         if keys and not self._loaded.is_set():
             self._loaded.set()
             _log.info("JWKS loaded from %s: %d keys", self.url, len(keys))
