@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -44,14 +45,18 @@ def new_key(alg: str = "EdDSA") -> SigningKey:
 
 
 class JwksServer:
-    """Serves `keys` as a JWKS at `url`; counts fetches; can answer late (`delay`) or fail (`status`)."""
+    """Serves `keys` as a JWKS at `url`; counts fetches; can answer late (`delay`) or fail (`status`), or
+    send its answer a byte at a time (`drip_seconds` apart; from the status line, or from the body on)."""
 
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = list(keys)
         self.entries: list[dict[str, Any]] = []  # raw entries served after the keys' own: malformed ones
         self.delay = 0.0
         self.status = 200
+        self.drip_seconds = 0.0
+        self.drip_headers = True
         self.fetches = 0
+        self._stopping = threading.Event()
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,11 +64,20 @@ class JwksServer:
                 jwks.fetches += 1
                 time.sleep(jwks.delay)
                 body = json.dumps({"keys": [key.jwk() for key in jwks.keys] + jwks.entries}).encode()
-                self.send_response(jwks.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                head = (
+                    f"HTTP/1.0 {jwks.status} {HTTPStatus(jwks.status).phrase}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                pause = jwks.drip_seconds  # this answer's pace, whatever later ones get
+                dripped = (head + body if jwks.drip_headers else body) if pause else b""
+                self.wfile.write((head + body)[: len(head + body) - len(dripped)])
+                for byte in dripped:
+                    if jwks._stopping.wait(pause):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                    except OSError:  # the client gave up
+                        return
 
             def log_message(self, *_: Any) -> None:
                 pass
@@ -80,6 +94,7 @@ class JwksServer:
         try:
             yield self
         finally:
+            self._stopping.set()
             self._http.shutdown()
             self._http.server_close()
 

@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +18,10 @@ from typing import Any
 import jwt
 from jwt.exceptions import PyJWKError
 
+from server.auth.jwks_fetch import JwksError, fetch_url
+
 _log = logging.getLogger("todo.auth.jwks")
 
-MAX_JWKS_BYTES = 1 << 20
 # The algorithms each key type can verify. A JWKS never supplies an HMAC key ("oct" is dropped).
 ALGORITHMS_BY_KEY_TYPE: Mapping[str, frozenset[str]] = {
     "OKP": frozenset({"EdDSA"}),
@@ -40,22 +40,6 @@ class PublishedKey:
     key_type: str
     declared_alg: str | None
     key: Any
-
-
-class JwksError(Exception):
-    """The JWKS could not be fetched or parsed; the message names the URL and the cause, never key material."""
-
-
-def fetch_url(url: str, timeout: float) -> bytes:
-    """The body of an http(s) GET of `url`, at most MAX_JWKS_BYTES."""
-    if not url.startswith(("http://", "https://")):
-        raise JwksError(f"JWKS URL {url!r} is not http(s)")
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (scheme checked)
-        body = response.read(MAX_JWKS_BYTES + 1)
-    if len(body) > MAX_JWKS_BYTES:
-        raise JwksError(f"JWKS at {url} is over {MAX_JWKS_BYTES} bytes")
-    return body
 
 
 def parse_jwks(body: bytes) -> dict[str, PublishedKey]:

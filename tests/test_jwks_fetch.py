@@ -1,0 +1,44 @@
+"""Fetching a JWKS from an endpoint that stalls: real HTTP servers on 127.0.0.1, a real key cache."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from server.auth.jwks import JwksCache
+from server.auth.jwks_fetch import JwksError, fetch_url
+from tests.jwks_support import JwksServer, new_key
+from tests.support import wait_until
+
+# A byte every 0.1 s beats any per-socket-operation timeout: only a deadline for the whole fetch ends it.
+DRIP_SECONDS = 0.1
+FETCH_TIMEOUT = 0.5
+
+
+@pytest.mark.parametrize("drip_headers", [True, False], ids=["from-the-status-line", "body-only"])
+def test_an_endpoint_sending_a_byte_at_a_time_is_cut_off_at_the_fetch_deadline(drip_headers: bool) -> None:
+    with JwksServer([new_key()]).running() as jwks:
+        jwks.drip_seconds, jwks.drip_headers = DRIP_SECONDS, drip_headers
+        started = time.monotonic()
+        with pytest.raises(JwksError, match=f"within {FETCH_TIMEOUT:g}s"):
+            fetch_url(jwks.url, FETCH_TIMEOUT)
+        assert time.monotonic() - started < FETCH_TIMEOUT + 0.3
+
+
+def test_a_dripping_endpoint_does_not_stop_the_refresh_thread() -> None:
+    old, new = new_key(), new_key()
+    with JwksServer([old]).running() as jwks:
+        cache = JwksCache(jwks.url, refresh_seconds=0.2, fetch_timeout_seconds=FETCH_TIMEOUT)
+        cache.start()
+        try:
+            assert cache.wait_loaded(5)
+            jwks.drip_seconds = DRIP_SECONDS
+            fetches = jwks.fetches
+            assert wait_until(lambda: jwks.fetches >= fetches + 1)  # a refresh is now stuck on the drip
+            jwks.keys, jwks.drip_seconds = [new], 0.0
+            # The stuck fetch gives up at its deadline; a retry (1 s backoff) then gets the new key.
+            assert wait_until(lambda: cache.has_key(new.kid), seconds=FETCH_TIMEOUT + 3)
+            assert not cache.has_key(old.kid)
+        finally:
+            cache.stop()
