@@ -45,14 +45,16 @@ def new_key(alg: str = "EdDSA") -> SigningKey:
 
 
 class JwksServer:
-    """Serves `keys` as a JWKS at `url`; counts fetches; can answer late (`delay`) or fail (`status`), or
-    send its answer a byte at a time (`drip_seconds` apart; from the status line, or from the body on)."""
+    """Serves `keys` as a JWKS at `url`; counts fetches; can answer late (`delay`), fail (`status`), redirect
+    (`status` and `location`), or send its answer a byte at a time (`drip_seconds` apart; from the status
+    line, or from the body on)."""
 
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = list(keys)
         self.entries: list[dict[str, Any]] = []  # raw entries served after the keys' own: malformed ones
         self.delay = 0.0
         self.status = 200
+        self.location: str | None = None
         self.drip_seconds = 0.0
         self.drip_headers = True
         self.fetches = 0
@@ -66,7 +68,9 @@ class JwksServer:
                 body = json.dumps({"keys": [key.jwk() for key in jwks.keys] + jwks.entries}).encode()
                 head = (
                     f"HTTP/1.0 {jwks.status} {HTTPStatus(jwks.status).phrase}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    + (f"Location: {jwks.location}\r\n" if jwks.location else "")
+                    + "\r\n"
                 ).encode()
                 pause = jwks.drip_seconds  # this answer's pace, whatever later ones get
                 dripped = (head + body if jwks.drip_headers else body) if pause else b""

@@ -1,7 +1,8 @@
-"""Fetching a JWKS from an endpoint that stalls: real HTTP servers on 127.0.0.1, a real key cache."""
+"""Fetching a JWKS from an endpoint that stalls or redirects: real HTTP servers on 127.0.0.1, a real key cache."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -42,3 +43,13 @@ def test_a_dripping_endpoint_does_not_stop_the_refresh_thread() -> None:
             assert not cache.has_key(old.kid)
         finally:
             cache.stop()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_followed_and_the_error_names_where_it_pointed(status: int) -> None:
+    # Followed, it could lead anywhere: another host, plain http, ftp.
+    with JwksServer([new_key()]).running() as elsewhere, JwksServer([]).running() as jwks:
+        jwks.status, jwks.location = status, elsewhere.url
+        with pytest.raises(JwksError, match=rf"HTTP {status} .*'{re.escape(elsewhere.url)}'"):
+            fetch_url(jwks.url, FETCH_TIMEOUT)
+        assert elsewhere.fetches == 0

@@ -1,7 +1,8 @@
-"""One GET of a JWKS URL, all of it within one deadline.
+"""One GET of a JWKS URL, all of it within one deadline, no redirect followed.
 
 urllib's `timeout` bounds each socket operation, not the fetch: an endpoint that sends a byte every few
-seconds would hold the one refresh thread forever. Here every read gets only the time left.
+seconds would hold the one refresh thread forever. Here every read gets only the time left. And urllib
+follows a redirect to any host and scheme (https to http, ftp): keys must come from the URL configured.
 """
 
 from __future__ import annotations
@@ -26,18 +27,24 @@ class JwksError(Exception):
 def fetch_url(url: str, timeout: float) -> bytes:
     """The body of an http(s) GET of `url`, at most MAX_JWKS_BYTES, fetched within `timeout` seconds.
 
-    The deadline covers the status line, the headers and the body. The TCP connect and the TLS handshake
-    each get the time left when the connection opens (so at worst a late handshake overruns it by the
-    connect's time); name resolution is bounded by the system resolver alone.
+    A redirect is an error that names where it pointed. The deadline covers the status line, the headers
+    and the body; the TCP connect and the TLS handshake each get the time left when the connection opens
+    (so a late handshake overruns it by the connect's time at worst); name resolution is bounded by the
+    system resolver alone.
     """
     if not url.startswith(("http://", "https://")):
         raise JwksError(f"JWKS URL {url!r} is not http(s)")
     deadline = time.monotonic() + timeout
-    opener = urllib.request.build_opener(_HTTPHandlerWithDeadline(deadline), _HTTPSHandlerWithDeadline(deadline))
+    opener = urllib.request.build_opener(
+        _HTTPHandlerWithDeadline(deadline), _HTTPSHandlerWithDeadline(deadline), _RedirectsRefused
+    )
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
     try:
         with opener.open(request, timeout=timeout) as response:
             body = response.read(MAX_JWKS_BYTES + 1)
+    except urllib.error.HTTPError as error:
+        error.close()
+        raise _refused(url, error) from None
     except urllib.error.URLError as error:
         if isinstance(error.reason, TimeoutError):
             raise _too_late(url, timeout) from None
@@ -47,6 +54,16 @@ def fetch_url(url: str, timeout: float) -> bytes:
     if len(body) > MAX_JWKS_BYTES:
         raise JwksError(f"JWKS at {url} is over {MAX_JWKS_BYTES} bytes")
     return body
+
+
+def _refused(url: str, error: urllib.error.HTTPError) -> JwksError:
+    if not 300 <= error.code < 400:
+        return JwksError(f"JWKS at {url} answered HTTP {error.code}")
+    location = (error.headers.get("Location") or "")[:200]
+    return JwksError(
+        f"JWKS at {url} answered HTTP {error.code} redirecting to {location!r}, which is not followed: "
+        "set JWT_JWKS_URL to the URL that serves the keys"
+    )
 
 
 def _too_late(url: str, timeout: float) -> JwksError:
@@ -120,3 +137,8 @@ class _HTTPSHandlerWithDeadline(urllib.request.HTTPSHandler):
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(_connections_with_deadline(http.client.HTTPSConnection, self._deadline), req)
+
+
+class _RedirectsRefused(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status, which fetch_url explains
