@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -57,6 +59,8 @@ class Settings:
     # Better Auth's base URL: alone it means JWKS at <url>/api/auth/jwks and iss = aud = <url>.
     better_auth_url: str | None = None
     jwt_jwks_url: str | None = None
+    # Keys over plain http from another machine: refused unless the operator vouches for the network.
+    jwks_allow_http: bool = False
     jwt_issuer: str | None = None
     jwt_audience: tuple[str, ...] = ()
     jwt_algorithms: tuple[str, ...] | None = None  # None: every algorithm the configured keys can verify
@@ -190,6 +194,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Better Auth base URL: JWKS at <url>/api/auth/jwks, iss = aud = <url> (BETTER_AUTH_URL)",
     )
     parser.add_argument("--jwks-url", help="JWKS URL, overrides the one BETTER_AUTH_URL implies (JWT_JWKS_URL)")
+    parser.add_argument(
+        "--jwks-allow-http",
+        action="store_true",
+        default=None,
+        help="allow a plain http:// JWKS URL on another machine, for a network you trust "
+        "(JWT_JWKS_ALLOW_HTTP=1; default: only https://, or http:// to localhost)",
+    )
     parser.add_argument("--jwt-issuer", help="required iss claim (JWT_ISSUER; default BETTER_AUTH_URL)")
     parser.add_argument(
         "--jwt-audience", help="accepted aud values, comma-separated (JWT_AUDIENCE; default BETTER_AUTH_URL)"
@@ -271,6 +282,28 @@ def _url_setting(name: str, value: str | None) -> str | None:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} {value!r} must be an http:// or https:// URL")
     return value.rstrip("/")
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url` names this machine (localhost, 127.0.0.0/8, ::1): plain http to it crosses no network."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_jwks_transport(name: str, jwks_url: str, *, allow_http: bool) -> None:
+    """Refuses keys fetched over plain http from another machine: anyone on the path could swap them."""
+    if not jwks_url.startswith("http://") or allow_http or is_loopback_url(jwks_url):
+        return
+    raise ConfigError(
+        f"{name} means fetching the token signing keys from {jwks_url!r} over plain http, where anyone on the "
+        "network path can swap them: use https://, or set JWT_JWKS_ALLOW_HTTP=1 (--jwks-allow-http) if you "
+        "trust that network"
+    )
 
 
 def _list_setting(value: str | None) -> tuple[str, ...]:
@@ -382,6 +415,11 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
             "no token verification is configured: set BETTER_AUTH_URL (Better Auth's jwt plugin, JWKS), "
             "or BETTER_AUTH_SECRET (HS256; `make run` writes a random one to .env), or both"
         )
+    jwks_allow_http = args.jwks_allow_http or _flag("JWT_JWKS_ALLOW_HTTP", env.get("JWT_JWKS_ALLOW_HTTP", ""))
+    if jwks_url is not None:
+        _check_jwks_transport("JWT_JWKS_URL", jwks_url, allow_http=jwks_allow_http)
+    elif better_auth_url is not None:
+        _check_jwks_transport("BETTER_AUTH_URL", f"{better_auth_url}/api/auth/jwks", allow_http=jwks_allow_http)
     if secret is None and page_secret is None:
         raise ConfigError(
             "TODO_PAGE_TOKEN_SECRET is not set: without BETTER_AUTH_SECRET it keys page tokens; set it to "
@@ -441,6 +479,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         better_auth_secret=secret,
         better_auth_url=better_auth_url,
         jwt_jwks_url=jwks_url,
+        jwks_allow_http=jwks_allow_http,
         jwt_issuer=args.jwt_issuer or env.get("JWT_ISSUER") or None,
         jwt_audience=_list_setting(args.jwt_audience or env.get("JWT_AUDIENCE")),
         jwt_algorithms=algorithms or None,
@@ -454,7 +493,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         grace_seconds=_positive("--grace-seconds", grace),
         drain_delay_seconds=_drain_delay_setting(args.drain_delay_seconds, env),
         log_level=log_level,
-        migrate=args.migrate or _flag(env.get("TODO_MIGRATE", "")),
+        migrate=args.migrate or _flag("TODO_MIGRATE", env.get("TODO_MIGRATE", "")),
         log_format=log_format,
         metrics_listen=args.metrics_listen or env.get("TODO_METRICS_LISTEN") or None,
         health_check_seconds=_positive("--health-check-seconds", health_check_seconds),
@@ -468,12 +507,12 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     )
 
 
-def _flag(value: str) -> bool:
+def _flag(name: str, value: str) -> bool:
     if value.strip().lower() in ("", "0", "false", "no", "off"):
         return False
     if value.strip().lower() in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(f"TODO_MIGRATE must be 1 or 0, got {value!r}")
+    raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
 
 
 def load_migrate_database_url(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> str:

@@ -121,3 +121,44 @@ def test_verified_cache_size_bounds_the_cache(size: str, kept: int) -> None:
         assert verifier.verify(mint_token(secret.encode(), user)).user_id == user
     assert verifier.cache is not None
     assert len(verifier.cache) == kept
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({"BETTER_AUTH_URL": "http://auth.internal:3000"}, id="better-auth-url"),
+        pytest.param(
+            {"BETTER_AUTH_URL": "https://app.example", "JWT_JWKS_URL": "http://keys.example/jwks"}, id="jwks-url"
+        ),
+        # Hosts that only start like a loopback name.
+        pytest.param({"BETTER_AUTH_URL": "http://localhost.attacker.example"}, id="localhost-prefix"),
+        pytest.param({"BETTER_AUTH_URL": "http://127.0.0.1.attacker.example"}, id="ip-prefix"),
+        pytest.param({"BETTER_AUTH_URL": "http://localhost@attacker.example"}, id="userinfo"),
+    ],
+)
+def test_a_jwks_over_plain_http_from_another_machine_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"plain http.*JWT_JWKS_ALLOW_HTTP=1"):
+        load_settings([], {**env, **PAGE})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8787", "http://127.0.0.2", "http://localhost:3000", "http://[::1]:3000"]
+)
+def test_a_jwks_over_plain_http_from_this_machine_is_accepted(url: str) -> None:
+    assert load_settings([], {"BETTER_AUTH_URL": url, **PAGE}).jwks_url() == f"{url}/api/auth/jwks"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [([], {"JWT_JWKS_ALLOW_HTTP": "1"}), (["--jwks-allow-http"], {})],
+    ids=["variable", "flag"],
+)
+def test_plain_http_from_another_machine_needs_the_explicit_opt_in(argv: list[str], env: dict[str, str]) -> None:
+    settings = load_settings(argv, {"BETTER_AUTH_URL": "http://auth.internal:3000", **env, **PAGE})
+    assert settings.jwks_url() == "http://auth.internal:3000/api/auth/jwks"
+    assert settings.jwks_allow_http
+
+
+def test_plain_http_issuer_is_fine_when_the_keys_come_over_https() -> None:
+    env = {"BETTER_AUTH_URL": "http://auth.internal:3000", "JWT_JWKS_URL": "https://keys.example/jwks", **PAGE}
+    assert load_settings([], env).expected_issuer() == "http://auth.internal:3000"

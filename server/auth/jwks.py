@@ -19,6 +19,7 @@ import jwt
 from jwt.exceptions import PyJWKError
 
 from server.auth.jwks_fetch import JwksError, fetch_url
+from server.config import is_loopback_url
 
 _log = logging.getLogger("todo.auth.jwks")
 
@@ -123,6 +124,10 @@ class JwksCache:
         return self._loaded.wait(timeout)
 
     def start(self) -> None:
+        if self.url.startswith("http://") and not is_loopback_url(self.url):  # allowed by JWT_JWKS_ALLOW_HTTP
+            _log.warning(
+                "JWKS %s is fetched over plain http: anyone on the network path can swap the keys", self.url
+            )
         self._thread.start()
 
     def stop(self) -> None:

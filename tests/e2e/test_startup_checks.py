@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN
+from tests.e2e.conftest import BIN, start_server, stop_server
 from tests.tls import make_tls_files
 
 pytestmark = pytest.mark.e2e
@@ -159,6 +159,26 @@ def test_check_config_shows_the_jwks_and_token_cache_settings(tmp_path: Path) ->
     assert settings["jwks_refresh_seconds"] == "60.0"
     assert settings["jwks_min_refetch_seconds"] == "2.5"
     assert settings["verified_token_cache_size"] == "500"
+
+
+def test_a_jwks_over_plain_http_from_another_machine_is_refused_in_one_line(tmp_path: Path) -> None:
+    line = refusal(
+        todo_server(tmp_path, BETTER_AUTH_URL="http://auth.internal:3000", TODO_PAGE_TOKEN_SECRET=GOOD_SECRET)
+    )
+    assert "'http://auth.internal:3000/api/auth/jwks'" in line
+    assert "use https://, or set JWT_JWKS_ALLOW_HTTP=1" in line
+
+
+def test_a_jwks_over_plain_http_allowed_by_the_operator_is_warned_about(tmp_path: Path) -> None:
+    env = {"BETTER_AUTH_URL": "http://192.0.2.1:9", "JWT_JWKS_ALLOW_HTTP": "1"}  # TEST-NET-1: nobody answers
+    server = start_server(tmp_path, env=env)
+    try:
+        warned = [line for line in server.log().splitlines() if "fetched over plain http" in line]
+        assert len(warned) == 1, server.log()
+        assert " WARNING " in warned[0]
+        assert "http://192.0.2.1:9/api/auth/jwks" in warned[0]
+    finally:
+        assert stop_server(server) == 0
 
 
 def test_a_bad_jwks_refresh_interval_is_refused_in_one_line(tmp_path: Path) -> None:
