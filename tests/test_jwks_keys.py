@@ -210,6 +210,38 @@ def test_a_jwks_endpoint_answering_after_5s_does_not_stall_other_calls(base_sett
             assert other_calls < 1.0, f"other calls took {other_calls:.2f}s while the JWKS hung"
 
 
+def test_a_flood_of_unknown_kids_does_not_hold_the_run_slots_valid_calls_need(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, max_workers=4)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            jwks.delay = 3.0  # a slow issuer: every refetch the flood asks for stays in flight
+            flooding = threading.Event()
+            flooding.set()
+
+            def flood(thread: int) -> None:
+                # A made-up kid needs no valid signature to reach the key lookup.
+                for i in range(100_000):
+                    if not flooding.is_set():
+                        return
+                    forged = SigningKey(key.alg, key.private, kid=f"made-up-{thread}-{i}")
+                    assert failure_of(lambda f=forged: call(stub, token_for(f, jwks))).reason == "TOKEN_INVALID"
+
+            with ThreadPoolExecutor(8) as pool:
+                flooders = [pool.submit(flood, thread) for thread in range(8)]  # twice --max-workers
+                time.sleep(0.5)
+                slowest = 0.0
+                for i in range(10):
+                    started = time.monotonic()
+                    assert call(stub, token_for(key, jwks, sub=f"valid{i}")).total_size == 0
+                    slowest = max(slowest, time.monotonic() - started)
+                flooding.clear()
+                for flooder in flooders:
+                    flooder.result(timeout=30)
+            assert slowest < 0.5, f"a valid call waited {slowest:.2f}s for a run slot"
+
+
 def test_token_with_aud_is_refused_when_no_audience_is_configured(base_settings: Settings) -> None:
     secret = b"h" * 48
     with serving(replace(base_settings, better_auth_secret=Secret(secret))) as (_, stub, _channel):

@@ -1,8 +1,9 @@
 """The issuer's public keys (a JWKS over HTTP), fetched and refreshed by one background thread.
 
 No request ever fetches: a call that meets an unknown `kid` only asks the background thread to refetch
-(rate-limited) and waits a bounded moment for it, on its own pool thread. A failed refresh keeps the last
-good keys (unlike PyJWKClient, pyjwt #1162); a fetched key set replaces them, even an empty one.
+(rate-limited), and only the call that asked waits a bounded moment for it, on its own pool thread. A
+failed refresh keeps the last good keys (unlike PyJWKClient, pyjwt #1162); a fetched key set replaces
+them, even an empty one.
 """
 
 from __future__ import annotations
@@ -107,8 +108,7 @@ class JwksCache:
         self._changed = threading.Condition()
         self._keys: dict[str, PublishedKey] = {}
         self._loaded = threading.Event()
-        self._attempts = 0  # completed fetch attempts: waiters watch it move
-        self._fetching = False
+        self._attempts = 0  # completed fetch attempts: a waiter watches it move
         self._last_kid_refetch = -float("inf")
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -138,27 +138,26 @@ class JwksCache:
         return kid in self._keys
 
     def key(self, kid: str) -> PublishedKey | None:
-        """The key named `kid`. If unknown, asks for a refetch (at most one per min_refetch_seconds) and
-        waits up to unknown_kid_wait_seconds for a fetch in flight. Call only from a pool thread."""
+        """The key named `kid`. If unknown, asks for a refetch, at most one per min_refetch_seconds, and the
+        call that asked waits up to unknown_kid_wait_seconds for it; the others are answered at once from the
+        keys known (a caller holds one of --max-workers run slots, and made-up kids cost nothing to send).
+        Call only from a pool thread."""
         found = self._keys.get(kid)
         if found is not None:
             return found
         with self._changed:
             now = time.monotonic()
-            if now - self._last_kid_refetch >= self._min_refetch:
-                self._last_kid_refetch = now
-                self._fetching = True
-                self._wake.set()
-            if self._fetching:
-                seen = self._attempts
-                self._changed.wait_for(lambda: self._attempts > seen, timeout=self._unknown_kid_wait)
+            if now - self._last_kid_refetch < self._min_refetch:
+                return self._keys.get(kid)
+            self._last_kid_refetch = now
+            self._wake.set()
+            seen = self._attempts
+            self._changed.wait_for(lambda: self._attempts > seen, timeout=self._unknown_kid_wait)
             return self._keys.get(kid)
 
     def _run(self) -> None:
         backoff = 1.0
         while not self._stopped.is_set():
-            with self._changed:
-                self._fetching = True
             # Cleared before the fetch: a refetch asked for during it runs right after, never gets lost.
             self._wake.clear()
             ok = self._refresh_once()
@@ -181,7 +180,6 @@ class JwksCache:
             if keys is not None:  # even an empty set: publishing one is how an issuer revokes every key
                 self._keys = keys
             self._attempts += 1
-            self._fetching = False
             self._changed.notify_all()
         if self._on_refresh is not None:
             self._on_refresh(keys is not None)
