@@ -24,7 +24,7 @@ def node() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("the Node.js client test needs Node.js and npm on PATH")
-    if not (CLIENT_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+    if not (CLIENT_DIR / "node_modules" / ".bin" / "tsc").exists():
         installed = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=CLIENT_DIR, capture_output=True, timeout=300
         )
@@ -50,3 +50,23 @@ def test_the_node_client_acts_for_each_user_and_reads_the_servers_errors(node: s
     assert "task.title" in seen["emptyTitle"]["violations"]
     assert seen["renamed"] == "renamed"
     assert (seen["afterDelete"]["code"], seen["afterDelete"]["reason"]) == ("NOT_FOUND", "TASK_NOT_FOUND")
+
+
+def test_a_typescript_bff_gets_the_clients_types_checked(node: str) -> None:
+    tsc = CLIENT_DIR / "node_modules" / ".bin" / "tsc"
+    usage = Path(__file__).parent / "node_types_check.mts"
+    strict = (
+        "--noEmit",
+        "--strict",
+        "--module",
+        "nodenext",
+        "--moduleResolution",
+        "nodenext",
+        "--target",
+        "es2022",
+    )
+    checked = subprocess.run(
+        [str(tsc), *strict, str(usage)], capture_output=True, text=True, timeout=120, check=False
+    )
+    # Right uses compile, and each misuse marked @ts-expect-error must be an error, or the build fails.
+    assert checked.returncode == 0, checked.stdout + checked.stderr
