@@ -88,4 +88,6 @@ export class TaskServiceError extends Error {
   readonly reason: string;
   /** The google.rpc.BadRequest field violations, as { field: description }. */
   readonly violations: Record<string, string>;
+  /** For a createTask: the request_id it was sent with; pass it again to retry without a duplicate. */
+  readonly requestId?: string;
 }

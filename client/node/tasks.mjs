@@ -77,7 +77,8 @@ const ERROR_INFO = RPC_TYPES.lookupType("google.rpc.ErrorInfo");
 const BAD_REQUEST = RPC_TYPES.lookupType("google.rpc.BadRequest");
 
 /** A failed call: `code` is the gRPC status name ("NOT_FOUND"), `reason` the ErrorInfo reason
- * ("TOKEN_EXPIRED"), `violations` the BadRequest field violations as { field: description }. */
+ * ("TOKEN_EXPIRED"), `violations` the BadRequest field violations as { field: description }; for a
+ * createTask, `requestId` is the request_id it was sent with: send it again to retry without a duplicate. */
 export class TaskServiceError extends Error {
   constructor(code, message, reason, violations) {
     super(message);
@@ -90,18 +91,26 @@ export class TaskServiceError extends Error {
 
 function taskServiceError(error) {
   const code = grpc.status[error.code] ?? "UNKNOWN";
-  let reason = "";
-  const violations = {};
-  const [details] = error.metadata?.get("grpc-status-details-bin") ?? [];
-  if (details) {
+  const { reason, violations } = readDetails(error.metadata?.get("grpc-status-details-bin") ?? []);
+  return new TaskServiceError(code, error.details || code, reason, violations);
+}
+
+// The status details, or none if they do not decode: they come from whatever answered (a proxy, say), and
+// a throw here, inside grpc-js's callback, would leave the call's promise unsettled and crash the process.
+function readDetails([details]) {
+  const read = { reason: "", violations: {} };
+  if (!details) return read;
+  try {
     for (const any of STATUS.decode(details).details) {
-      if (any.type_url.endsWith("/google.rpc.ErrorInfo")) reason = ERROR_INFO.decode(any.value).reason;
+      if (any.type_url.endsWith("/google.rpc.ErrorInfo")) read.reason = ERROR_INFO.decode(any.value).reason;
       if (any.type_url.endsWith("/google.rpc.BadRequest")) {
-        for (const v of BAD_REQUEST.decode(any.value).field_violations) violations[v.field] = v.description;
+        for (const v of BAD_REQUEST.decode(any.value).field_violations) read.violations[v.field] = v.description;
       }
     }
+  } catch {
+    return { reason: "", violations: {} };
   }
-  return new TaskServiceError(code, error.details || code, reason, violations);
+  return read;
 }
 
 /**
@@ -126,9 +135,12 @@ export function openTaskService(target, { credentials, protosDir = DEFAULT_PROTO
   function call(method, request, metadata) {
     return new Promise((resolve, reject) => {
       const deadline = new Date(Date.now() + timeoutMs);
-      stub[method](request, metadata, { deadline }, (error, response) =>
-        error ? reject(taskServiceError(error)) : resolve(response),
-      );
+      stub[method](request, metadata, { deadline }, (error, response) => {
+        if (!error) return resolve(response);
+        const failure = taskServiceError(error);
+        if (method === "CreateTask") failure.requestId = request.request_id; // to retry it with the same id
+        reject(failure);
+      });
     });
   }
 
@@ -154,8 +166,9 @@ export function openTaskService(target, { credentials, protosDir = DEFAULT_PROTO
 
 function withDefaults(method, request) {
   if (method === "CreateTask") {
-    // A retried create must not make a second task: the server keys it by request_id.
-    return { parent: "users/me", request_id: randomUUID(), ...request };
+    // A retried create must not make a second task: the server keys it by request_id. Pass your own
+    // request_id to retry a failed create yourself (error.requestId says which one was used).
+    return { parent: "users/me", ...request, request_id: request.request_id || randomUUID() };
   }
   if (method === "ListTasks") return { parent: "users/me", ...request };
   return request;

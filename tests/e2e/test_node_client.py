@@ -70,3 +70,13 @@ def test_a_typescript_bff_gets_the_clients_types_checked(node: str) -> None:
     )
     # Right uses compile, and each misuse marked @ts-expect-error must be an error, or the build fails.
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_status_details_that_do_not_decode_reject_the_call_instead_of_crashing_the_bff(node: str) -> None:
+    script = Path(__file__).parent / "node_bad_details.mjs"
+    run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr  # an exception thrown in grpc-js's callback ends the process
+    rejected = json.loads(run.stdout)
+    assert (rejected["code"], rejected["message"], rejected["reason"]) == ("INTERNAL", "garbled details", "")
+    # An empty request_id is no request_id: the client still fills one, and says which, for a retry.
+    assert len(rejected["requestId"]) == 36
