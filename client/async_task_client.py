@@ -102,7 +102,11 @@ class AsyncTaskClient:
             parent=parent,
             request_id=request_id,
         )
-        return (await self._call(self._stub.CreateTask, request, timeout)).task
+        try:
+            return (await self._call(self._stub.CreateTask, request, timeout)).task
+        except TaskServiceError as error:
+            error.request_id = request.request_id  # to create again without a duplicate
+            raise
 
     async def get_task(self, name: str, *, timeout: float | None = None) -> pb.Task:
         return (await self._call(self._stub.GetTask, pb.GetTaskRequest(name=task_name(name)), timeout)).task

@@ -9,7 +9,10 @@ from grpc_status import rpc_status
 
 class TaskServiceError(Exception):
     """A call failed. `code` is the gRPC status, `reason` the ErrorInfo reason (if the server sent one),
-    `violations` the BadRequest field violations as {field: description}."""
+    `violations` the BadRequest field violations as {field: description}. From create_task, `request_id`
+    is the one the request carried: create again with it to retry without making a second task."""
+
+    request_id: str | None = None
 
     def __init__(
         self,
@@ -52,7 +55,9 @@ class Aborted(TaskServiceError):
 
 
 class Unavailable(TaskServiceError):
-    """The server (or its database) cannot be reached, even after the client's bounded retries."""
+    """The server (or its database) cannot be reached, even after the client's bounded retries. Nothing was
+    written, except for a create_task, which may have been saved (reason COMMIT_OUTCOME_UNKNOWN, say):
+    retry it with the same `request_id`."""
 
 
 class OutcomeUnknown(TaskServiceError):
@@ -72,9 +77,9 @@ _CLASSES: dict[grpc.StatusCode, type[TaskServiceError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ABORTED: Aborted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.UNKNOWN: OutcomeUnknown,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
+COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
 
 
 def from_rpc_error(error: grpc.RpcError) -> TaskServiceError:
@@ -93,4 +98,7 @@ def from_rpc_error(error: grpc.RpcError) -> TaskServiceError:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = {v.field: v.description for v in bad.field_violations}
+    if code == grpc.StatusCode.UNKNOWN and reason == COMMIT_OUTCOME_UNKNOWN:
+        # Only the server's own word: UNKNOWN also comes from proxies and broken streams, about any call.
+        return OutcomeUnknown(message, code=code, reason=reason, violations=violations)
     return _CLASSES.get(code, TaskServiceError)(message, code=code, reason=reason, violations=violations)

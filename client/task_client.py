@@ -105,7 +105,11 @@ class TaskClient:
             parent=parent,
             request_id=request_id,
         )
-        return self._call(self._stub.CreateTask, request, timeout).task
+        try:
+            return self._call(self._stub.CreateTask, request, timeout).task
+        except TaskServiceError as error:
+            error.request_id = request.request_id  # to create again without a duplicate
+            raise
 
     def get_task(self, name: str, *, timeout: float | None = None) -> pb.Task:
         """The task named `name` (`users/me/tasks/{id}`, or just the id)."""

@@ -13,7 +13,14 @@ from todo.v1 import task_service_pb2 as pb
 
 from client import output
 from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
-from client.errors import DeadlineExceeded, NotFound, TaskServiceError, Unauthenticated, Unavailable
+from client.errors import (
+    DeadlineExceeded,
+    NotFound,
+    OutcomeUnknown,
+    TaskServiceError,
+    Unauthenticated,
+    Unavailable,
+)
 from client.task_client import TaskClient
 
 DEFAULT_TARGET = "localhost:50051"
@@ -154,6 +161,8 @@ def _explain(error: TaskServiceError, args: argparse.Namespace) -> CliError:
         return CliError(f"the server could not answer: {error}", EXIT_UNREACHABLE)
     if isinstance(error, NotFound):
         return CliError(f"no such task: {getattr(args, 'id', '')}", EXIT_REFUSED)
+    if isinstance(error, OutcomeUnknown):  # not a refusal: the change may well be saved
+        return CliError(f"{error.message} (`todo ls` shows whether it was)", EXIT_UNREACHABLE)
     return CliError(str(error), EXIT_REFUSED)
 
 

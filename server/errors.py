@@ -65,16 +65,20 @@ class Aborted(TodoError):
 
 class Unavailable(TodoError):
     """A dependency (the database) cannot be reached right now; retrying later may succeed. Nothing was written,
-    or (a CreateTask with a request_id) a retry returns what was: clients retry it without asking."""
+    or (a CreateTask with a request_id, reason COMMIT_OUTCOME_UNKNOWN) a retry with that request_id returns
+    what was: clients retry it without asking."""
 
     reason = "DATABASE_UNAVAILABLE"
+
+
+COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
 
 
 class CommitOutcomeUnknown(TodoError):
     """The connection to the database was lost during the COMMIT: the write may or may not have been saved.
     Not UNAVAILABLE, which clients retry blindly: a retried update or delete would then fail on its own change."""
 
-    reason = "COMMIT_OUTCOME_UNKNOWN"
+    reason = COMMIT_OUTCOME_UNKNOWN
 
 
 class DeadlineExceeded(TodoError):

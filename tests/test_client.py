@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from client import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
+    OutcomeUnknown,
     PermissionDenied,
     TaskClient,
+    TaskServiceError,
     Unauthenticated,
     Unavailable,
 )
@@ -206,6 +209,29 @@ def test_nobody_listening_raises_unavailable_after_bounded_retries(secret: bytes
     with client, pytest.raises(Unavailable):
         client.list_tasks()
     assert time.monotonic() - started < 20  # the retry policy gives up long before the 30 s deadline
+
+
+def test_unknown_from_anything_but_a_lost_commit_is_not_outcome_unknown(secret: bytes) -> None:
+    # A server that is not todo-server (a handler that raises: grpcio answers UNKNOWN, no ErrorInfo).
+    def broken(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise RuntimeError("not todo-server")
+
+    handler = grpc.method_handlers_generic_handler(
+        "todo.v1.TaskService", {"GetTask": grpc.unary_unary_rpc_method_handler(broken)}
+    )
+    server = grpc.server(ThreadPoolExecutor(2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with (
+            TaskClient(f"127.0.0.1:{port}", token=mint_token(secret)) as client,
+            pytest.raises(TaskServiceError) as raised,
+        ):
+            client.get_task("abc")
+    finally:
+        server.stop(None)
+    assert raised.value.code == grpc.StatusCode.UNKNOWN
+    assert not isinstance(raised.value, OutcomeUnknown)  # a GetTask saved nothing, whatever broke
 
 
 def test_a_call_made_while_the_server_restarts_succeeds(settings: Settings, secret: bytes) -> None:

@@ -7,7 +7,7 @@ from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.db.repository import TaskRepository
-from server.errors import CommitOutcomeUnknown, Unavailable
+from server.errors import COMMIT_OUTCOME_UNKNOWN, CommitOutcomeUnknown, Unavailable
 from server.services import task_messages as messages
 from server.services.page_tokens import PageTokenCodec
 from server.services.resource_names import parse_parent, parse_task_name
@@ -31,9 +31,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
         except CommitOutcomeUnknown:
             if request_id is None:
                 raise
-            # A retry with this request_id returns the task if the lost commit did save it: safe to retry.
+            # A retry with this request_id returns the task if the lost commit did save it: safe to retry, and
+            # the reason still says what happened, for a caller that retries by hand.
             raise Unavailable(
-                "the connection to the database was lost while saving the task; retry with the same request_id"
+                "the connection to the database was lost while saving the task: it may have been saved; "
+                "retry with the same request_id",
+                reason=COMMIT_OUTCOME_UNKNOWN,
             ) from None
         return pb.CreateTaskResponse(task=messages.task_to_proto(record))
 

@@ -121,8 +121,9 @@ def test_a_create_with_a_request_id_whose_commit_loses_its_connection_is_unavail
     failure = _lose_connection_during(
         scratch_database, At.COMMIT, lambda: create.future(request, metadata=alice.metadata, timeout=10)
     )
-    # A retry with the same request_id returns the task if this commit did land: UNAVAILABLE, which clients retry.
-    assert (failure.code, failure.reason) == _NOTHING_WRITTEN, failure
+    # A retry with the same request_id returns the task if this commit did land: UNAVAILABLE, which clients
+    # retry, with the reason that says it may have been saved, for one that retries by hand.
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "COMMIT_OUTCOME_UNKNOWN"), failure
     assert "request_id" in failure.message
     retried = alice.stub.CreateTask(request, metadata=alice.metadata, timeout=10).task
     assert alice.stub.CreateTask(request, metadata=alice.metadata, timeout=10).task == retried

@@ -89,6 +89,28 @@ def test_an_update_whose_commit_reply_is_lost_is_saved_and_not_retried(
     assert attempts("UpdateTask") == ["UNKNOWN"]
 
 
+def test_a_create_whose_commit_reply_is_lost_and_whose_retries_fail_can_be_retried_by_hand_without_a_duplicate(
+    scratch_database: ScratchDatabase, lost_commit_reply: LostCommitReply, secret: bytes
+) -> None:
+    token = mint_token(secret, f"retrier{secrets.token_hex(4)}")
+    with (
+        fault_server(lost_commit_reply.url, secret) as server,
+        TaskClient(f"127.0.0.1:{server.port}", token=token, default_timeout=30) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        client.list_tasks()  # connected through the proxy before it is armed
+        lost_commit_reply.arm()
+        create = pool.submit(client.create_task, "pay rent")
+        assert lost_commit_reply.reply_lost.wait(10)  # saved, and the server was not told
+        scratch_database.cut_connections()  # a failover begins: the channel's retries all fail
+        with pytest.raises(Unavailable) as raised:
+            create.result(timeout=60)
+        scratch_database.restore_connections()
+        assert raised.value.request_id is not None
+        again = client.create_task("pay rent", request_id=raised.value.request_id)
+        assert [task.name for task in client.iter_tasks()] == [again.name]
+
+
 def test_retries_stop_while_most_calls_fail(
     scratch_database: ScratchDatabase, client: TaskClient, attempts: Callable[[str], list[str]]
 ) -> None:

@@ -46,7 +46,8 @@ class TaskServiceStub:
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
-    UNAVAILABLE there too, as a retry with that id returns the saved task.
+    UNAVAILABLE with that reason instead: it may have been saved, and a retry
+    with the same `request_id` returns it rather than a second task.
     """
 
     def __init__(self, channel):
@@ -103,7 +104,8 @@ class TaskServiceServicer:
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
-    UNAVAILABLE there too, as a retry with that id returns the saved task.
+    UNAVAILABLE with that reason instead: it may have been saved, and a retry
+    with the same `request_id` returns it rather than a second task.
     """
 
     def CreateTask(self, request, context):
@@ -216,7 +218,8 @@ class TaskService:
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
-    UNAVAILABLE there too, as a retry with that id returns the saved task.
+    UNAVAILABLE with that reason instead: it may have been saved, and a retry
+    with the same `request_id` returns it rather than a second task.
     """
 
     @staticmethod
