@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import logging
+import os
 import sqlite3
 import stat
 import threading
@@ -113,6 +115,15 @@ def test_each_call_gets_a_busy_timeout_bounded_by_its_own_deadline(tmp_path) -> 
         database.dispose()
 
 
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The umask most accounts have (files 0644): under 077 a file is private without our help."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
 def test_a_new_database_file_and_its_wal_are_readable_by_the_owner_only(tmp_path: Path) -> None:
     # The tasks of every user are in it: the umask's usual 0644 would let any local account read them all.
     database = Database(f"sqlite:///{tmp_path / 'todo.db'}", pool_size=1)
@@ -123,3 +134,31 @@ def test_a_new_database_file_and_its_wal_are_readable_by_the_owner_only(tmp_path
         database.dispose()
     assert {"todo.db", "todo.db-wal", "todo.db-shm"} <= modes.keys()
     assert modes == dict.fromkeys(modes, 0o600)
+
+
+@pytest.mark.parametrize("make", ["readable by others", "a symbolic link"])
+def test_an_existing_database_file_others_can_read_is_kept_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, make: str
+) -> None:
+    path = tmp_path / "todo.db"
+    if make == "a symbolic link":
+        (tmp_path / "elsewhere.db").touch(mode=0o600)
+        path.symlink_to(tmp_path / "elsewhere.db")
+    else:
+        path.touch(mode=0o644)
+        path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="todo.db"):
+        Database(f"sqlite:///{path}", pool_size=1).dispose()
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "todo.db"]
+    assert f"chmod 600 {path}*" in warning
+    assert ("mode 0644" if make == "readable by others" else "a symbolic link") in warning
+
+
+def test_an_existing_private_database_file_gets_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "todo.db"
+    path.touch(mode=0o600)
+    with caplog.at_level(logging.WARNING, logger="todo.db"):
+        Database(f"sqlite:///{path}", pool_size=1).dispose()
+    assert not [r for r in caplog.records if r.name == "todo.db"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -20,6 +22,8 @@ from sqlalchemy.engine import make_url
 
 from server.call_deadline import remaining_seconds
 from server.errors import DeadlineExceeded
+
+_log = logging.getLogger("todo.db")
 
 WRITE_OPTION = "todo_write"
 _BUSY_TIMEOUT_KEY = "todo_busy_timeout_ms"  # in a pooled connection's info: its busy_timeout now
@@ -94,10 +98,32 @@ def create_engine_for(url: str, *, pool_size: int) -> Engine:
 
 
 def _create_private_file(path: Path) -> None:
-    """Creates the SQLite file readable by its owner only, unless it exists: it holds every user's tasks.
-    SQLite gives the -wal and -shm files it makes beside it the same mode."""
-    with contextlib.suppress(OSError):  # it exists, or cannot be made here: SQLite opens it or says why not
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    """Creates the SQLite file readable by its owner only: it holds every user's tasks. SQLite gives the -wal
+    and -shm files it makes beside it the same mode. A file that exists is kept, with a warning if another
+    account can read it or owns it (made by an older release, or planted in a shared directory)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # cannot be made here (no such directory, say): SQLite opens it or says why not
+        return
+    with contextlib.suppress(OSError):
+        found = path.lstat()
+        if stat.S_ISLNK(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
+            _log.warning(
+                "the SQLite file %s is %s: other accounts may read every user's tasks; "
+                "make it a file of this account's with mode 0600 (chmod 600 %s*)",
+                path, _describe(found), path,
+            )  # fmt: skip
+
+
+def _describe(found: os.stat_result) -> str:
+    if stat.S_ISLNK(found.st_mode):
+        return "a symbolic link"
+    if found.st_uid != os.geteuid():
+        return f"owned by uid {found.st_uid}, not this process's {os.geteuid()}"
+    return f"mode {stat.S_IMODE(found.st_mode):04o}"
 
 
 def configure(engine: Engine) -> BeginRead:
