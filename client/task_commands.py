@@ -67,6 +67,8 @@ def _open_client(args: argparse.Namespace) -> TaskClient:
     cert, key = args.cert or os.environ.get("TODO_CERT"), args.key or os.environ.get("TODO_KEY")
     if bool(cert) != bool(key):
         raise CliError("a client certificate needs both --cert and --key (TODO_CERT, TODO_KEY)", EXIT_USAGE)
+    if cert and not ca:
+        raise CliError("a client certificate needs TLS: pass --ca too (TODO_CA)", EXIT_USAGE)
     client_cert = (cert, key) if cert and key else None
     try:
         return TaskClient(

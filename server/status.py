@@ -73,7 +73,12 @@ def _abort_internal(context: grpc.ServicerContext, method: str, error: BaseExcep
     frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
     where = f"{frame.filename}:{frame.lineno}" if frame else "?"
     _log.error("internal error id=%s method=%s type=%s at=%s", error_id, method, type(error).__name__, where)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); the operators can look it up")
+    message = f"internal error (id {error_id}); the operators can look it up"
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL_ERROR", domain=ERROR_DOMAIN, metadata={"error_id": error_id}
+    )
+    status = status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[_packed(info)])
+    context.abort_with_status(rpc_status.to_status(status))
 
 
 def _ignore(_error: TodoError) -> None:

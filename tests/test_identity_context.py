@@ -108,6 +108,7 @@ def test_a_handler_needing_identity_in_a_public_service_fails_with_internal(secr
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             failure = failure_of(lambda: channel.unary_unary(_PUBLIC)(b"", timeout=10))
         assert failure.code == grpc.StatusCode.INTERNAL
+        assert failure.reason == "INTERNAL_ERROR"  # ErrorInfo here too; its error_id is the one in the message
         assert "NoIdentityError" not in failure.message
         assert "Traceback" not in failure.message
     finally:
