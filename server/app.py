@@ -108,6 +108,8 @@ def build_verifier(
             jwks_url,
             refresh_seconds=settings.jwks_refresh_seconds,
             min_refetch_seconds=settings.jwks_min_refetch_seconds,
+            # Waiters hold run slots and made-up kids are free to send: most slots stay for other calls.
+            max_unknown_kid_waiters=max(1, settings.max_workers // 4),
             on_first_load=on_keys_loaded,
             on_refresh=on_jwks_refresh,
         )

@@ -64,9 +64,9 @@ class Aborted(TodoError):
 
 
 class Unavailable(TodoError):
-    """A dependency (the database) cannot be reached right now; retrying later may succeed. Nothing was written,
-    or (a CreateTask with a request_id, reason COMMIT_OUTCOME_UNKNOWN) a retry with that request_id returns
-    what was: clients retry it without asking."""
+    """A dependency (the database, the issuer's keys) is not ready right now; retrying later may succeed.
+    Nothing was written, or (a CreateTask with a request_id, reason COMMIT_OUTCOME_UNKNOWN) a retry with that
+    request_id returns what was: clients retry it without asking."""
 
     reason = "DATABASE_UNAVAILABLE"
 

@@ -15,7 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
+from client import TaskClient
+from client.errors import from_rpc_error
 from server.app import TodoServer, run_server
+from server.auth.jwks import JwksCache, SigningKeysLoading
 from server.config import Secret, Settings
 from tests.jwks_support import JwksServer, SigningKey, assert_keys_loaded, claims_for, new_key
 from tests.support import failure_of, mint_token, wait_until
@@ -91,6 +94,93 @@ def test_new_key_published_after_start_is_accepted_without_restart(base_settings
         jwks.keys = [new, old]  # rotation: the new key is published, the old one still listed
         assert call(stub, token_for(new, jwks)).total_size == 0
         assert call(stub, token_for(old, jwks)).total_size == 0
+
+
+def outcome(stub: pb_grpc.TaskServiceStub, token: str) -> str:
+    """'OK', or the failed call's status code and ErrorInfo reason, for a call made without retries."""
+    try:
+        call(stub, token)
+    except grpc.RpcError as error:
+        failure = from_rpc_error(error)
+        return f"{failure.code.name} {failure.reason}"
+    return "OK"
+
+
+def test_calls_racing_a_rotation_refetch_are_told_to_retry_never_that_their_token_is_invalid(
+    base_settings: Settings,
+) -> None:
+    old, new = new_key(), new_key()
+    with (
+        JwksServer([old]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, stub, _),
+    ):
+        assert_keys_loaded(server)
+        jwks.keys, jwks.delay = [new, old], 0.3  # the rotation's refetch stays in flight while all 8 arrive
+        tokens = [token_for(new, jwks, sub=f"user{i}") for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(lambda token: outcome(stub, token), tokens))
+        # A BFF signs its user out on UNAUTHENTICATED; UNAVAILABLE is what clients retry.
+        assert set(outcomes) <= {"OK", "UNAVAILABLE SIGNING_KEYS_LOADING"}, outcomes
+        assert "OK" in outcomes, "no call waited for the refetch"
+        assert all(call(stub, token).total_size == 0 for token in tokens)
+
+
+def test_only_a_few_callers_wait_for_a_refetch_the_others_hear_the_keys_are_loading() -> None:
+    old, new = new_key(), new_key()
+    with JwksServer([old]).running() as jwks:
+        cache = JwksCache(jwks.url, min_refetch_seconds=60, max_unknown_kid_waiters=2)
+        cache.start()
+        try:
+            assert cache.wait_loaded(5)
+            jwks.keys, jwks.delay = [new, old], 0.5
+
+            def look_up_new_kid() -> tuple[str, float]:
+                started = time.monotonic()
+                try:
+                    found = cache.key(new.kid)
+                except SigningKeysLoading:
+                    return "loading", time.monotonic() - started
+                return ("found" if found is not None else "unknown"), time.monotonic() - started
+
+            with ThreadPoolExecutor(6) as pool:
+                outcomes = list(pool.map(lambda _: look_up_new_kid(), range(6)))
+        finally:
+            cache.stop()
+    assert sorted(outcome for outcome, _ in outcomes) == ["found"] * 2 + ["loading"] * 4, outcomes
+    assert all(seconds < 0.2 for outcome, seconds in outcomes if outcome == "loading"), outcomes
+
+
+def test_a_retrying_client_gets_every_call_racing_a_rotation_refetch_through(base_settings: Settings) -> None:
+    old, new = new_key(), new_key()
+    with (
+        JwksServer([old]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url)) as (server, _, _),
+    ):
+        assert_keys_loaded(server)
+        jwks.keys, jwks.delay = [new, old], 0.3
+
+        def list_tasks_as(user: str) -> int:
+            # A client each: one channel's retry throttle would be shared by all eight.
+            with TaskClient(f"127.0.0.1:{server.port}", token=token_for(new, jwks, sub=user)) as client:
+                return client.list_tasks().total_size
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(list_tasks_as, [f"user{i}" for i in range(8)])) == [0] * 8
+
+
+def test_an_unknown_kid_is_invalid_at_once_with_no_refetch_in_flight_or_allowed(base_settings: Settings) -> None:
+    key = new_key()
+    with JwksServer([key]).running() as jwks:
+        settings = replace(base_settings, better_auth_url=jwks.base_url, jwks_min_refetch_seconds=60)
+        with serving(settings) as (server, stub, _):
+            assert_keys_loaded(server)
+            jwks.delay = 0.5
+            first, second = (SigningKey(key.alg, key.private, kid=f"never-published-{i}") for i in range(2))
+            assert failure_of(lambda: call(stub, token_for(first, jwks))).reason == "TOKEN_INVALID"
+            fetches, started = jwks.fetches, time.monotonic()
+            assert failure_of(lambda: call(stub, token_for(second, jwks))).reason == "TOKEN_INVALID"
+            assert time.monotonic() - started < 0.3, "waited for a refetch the rate limit forbids"
+            assert jwks.fetches == fetches
 
 
 def test_key_removed_from_jwks_stops_verifying_even_a_cached_token(base_settings: Settings) -> None:
@@ -206,7 +296,8 @@ def test_a_jwks_endpoint_answering_after_5s_does_not_stall_other_calls(base_sett
                 )
                 assert health_of(channel) == health_pb2.HealthCheckResponse.SERVING
                 other_calls = time.monotonic() - started
-                assert all(f.result(timeout=10).reason == "TOKEN_INVALID" for f in slow)
+                # Their key may yet come: told to retry (one waited 1 s first), not that the token is invalid.
+                assert all(f.result(timeout=10).reason == "SIGNING_KEYS_LOADING" for f in slow)
             assert other_calls < 1.0, f"other calls took {other_calls:.2f}s while the JWKS hung"
 
 
@@ -226,7 +317,8 @@ def test_a_flood_of_unknown_kids_does_not_hold_the_run_slots_valid_calls_need(ba
                     if not flooding.is_set():
                         return
                     forged = SigningKey(key.alg, key.private, kid=f"made-up-{thread}-{i}")
-                    assert failure_of(lambda f=forged: call(stub, token_for(f, jwks))).reason == "TOKEN_INVALID"
+                    failure = failure_of(lambda f=forged: call(stub, token_for(f, jwks)))
+                    assert failure.reason in {"TOKEN_INVALID", "SIGNING_KEYS_LOADING"}
 
             with ThreadPoolExecutor(8) as pool:
                 flooders = [pool.submit(flood, thread) for thread in range(8)]  # twice --max-workers

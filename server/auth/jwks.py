@@ -1,9 +1,9 @@
 """The issuer's public keys (a JWKS over HTTP), fetched and refreshed by one background thread.
 
 No request ever fetches: a call that meets an unknown `kid` only asks the background thread to refetch
-(rate-limited), and only the call that asked waits a bounded moment for it, on its own pool thread. A
-failed refresh keeps the last good keys (unlike PyJWKClient, pyjwt #1162); a fetched key set replaces
-them, even an empty one.
+(rate-limited), and a few calls at once wait a bounded moment for it, on their own pool threads. A failed
+refresh keeps the last good keys (unlike PyJWKClient, pyjwt #1162); a fetched key set replaces them, even
+an empty one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ ALGORITHMS_BY_KEY_TYPE: Mapping[str, frozenset[str]] = {
 PUBLIC_KEY_ALGORITHMS = frozenset().union(*ALGORITHMS_BY_KEY_TYPE.values())
 
 Fetcher = Callable[[str, float], bytes]
+
+
+class SigningKeysLoading(Exception):
+    """The key a token names is unknown, and a refetch that may bring it is still in flight: ask again soon."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,7 @@ class JwksCache:
         refresh_seconds: float = 300.0,
         min_refetch_seconds: float = 10.0,
         unknown_kid_wait_seconds: float = 1.0,
+        max_unknown_kid_waiters: int = 4,
         fetch_timeout_seconds: float = 5.0,
         max_backoff_seconds: float = 60.0,
         fetcher: Fetcher = fetch_url,
@@ -100,6 +105,7 @@ class JwksCache:
         self._refresh = refresh_seconds
         self._min_refetch = min_refetch_seconds
         self._unknown_kid_wait = unknown_kid_wait_seconds
+        self._max_unknown_kid_waiters = max_unknown_kid_waiters
         self._fetch_timeout = fetch_timeout_seconds
         self._max_backoff = max_backoff_seconds
         self._fetch = fetcher
@@ -108,7 +114,11 @@ class JwksCache:
         self._changed = threading.Condition()
         self._keys: dict[str, PublishedKey] = {}
         self._loaded = threading.Event()
-        self._attempts = 0  # completed fetch attempts: a waiter watches it move
+        self._fetches_started = 0
+        self._fetches_done = 0
+        # The fetch that answers the latest unknown-kid refetch: in flight while _fetches_done is below it.
+        self._refetch_awaited = 0
+        self._unknown_kid_waiters = 0
         self._last_kid_refetch = -float("inf")
         self._wake = threading.Event()
         self._stopped = threading.Event()
@@ -138,22 +148,40 @@ class JwksCache:
         return kid in self._keys
 
     def key(self, kid: str) -> PublishedKey | None:
-        """The key named `kid`. If unknown, asks for a refetch, at most one per min_refetch_seconds, and the
-        call that asked waits up to unknown_kid_wait_seconds for it; the others are answered at once from the
-        keys known (a caller holds one of --max-workers run slots, and made-up kids cost nothing to send).
-        Call only from a pool thread."""
+        """The key named `kid`, or None if the issuer does not publish it. Call only from a pool thread.
+
+        An unknown kid asks for a refetch, at most one per min_refetch_seconds. While one is in flight, at
+        most max_unknown_kid_waiters callers wait for it, each up to unknown_kid_wait_seconds: a caller holds
+        one of --max-workers run slots, and made-up kids cost nothing to send. The other callers, and a
+        waiter whose wait runs out, get SigningKeysLoading. With no refetch in flight and none allowed yet,
+        None at once.
+        """
         found = self._keys.get(kid)
         if found is not None:
             return found
         with self._changed:
             now = time.monotonic()
-            if now - self._last_kid_refetch < self._min_refetch:
+            if now - self._last_kid_refetch >= self._min_refetch:
+                self._last_kid_refetch = now
+                # A fetch already started may have begun before this request; the next one begins after it.
+                self._refetch_awaited = self._fetches_started + 1
+                self._wake.set()
+            elif not self._refetch_in_flight():
                 return self._keys.get(kid)
-            self._last_kid_refetch = now
-            self._wake.set()
-            seen = self._attempts
-            self._changed.wait_for(lambda: self._attempts > seen, timeout=self._unknown_kid_wait)
-            return self._keys.get(kid)
+            if self._unknown_kid_waiters >= self._max_unknown_kid_waiters:
+                raise SigningKeysLoading
+            self._unknown_kid_waiters += 1
+            try:
+                self._changed.wait_for(lambda: not self._refetch_in_flight(), timeout=self._unknown_kid_wait)
+            finally:
+                self._unknown_kid_waiters -= 1
+            found = self._keys.get(kid)
+            if found is None and self._refetch_in_flight():
+                raise SigningKeysLoading
+            return found
+
+    def _refetch_in_flight(self) -> bool:
+        return self._fetches_done < self._refetch_awaited
 
     def _run(self) -> None:
         backoff = 1.0
@@ -169,6 +197,8 @@ class JwksCache:
 
     def _refresh_once(self) -> bool:
         """Fetches the key set; whether it gave keys to verify with (if not, the next try backs off)."""
+        with self._changed:
+            self._fetches_started += 1
         try:
             keys = parse_jwks(self._fetch(self.url, self._fetch_timeout))
         except Exception as error:  # any failure: keep the last good keys and retry with backoff
@@ -179,7 +209,7 @@ class JwksCache:
         with self._changed:
             if keys is not None:  # even an empty set: publishing one is how an issuer revokes every key
                 self._keys = keys
-            self._attempts += 1
+            self._fetches_done += 1
             self._changed.notify_all()
         if self._on_refresh is not None:
             self._on_refresh(keys is not None)

@@ -8,9 +8,9 @@ from typing import Any
 
 import jwt
 
-from server.auth.jwks import ALGORITHMS_BY_KEY_TYPE, PUBLIC_KEY_ALGORITHMS, JwksCache
+from server.auth.jwks import ALGORITHMS_BY_KEY_TYPE, PUBLIC_KEY_ALGORITHMS, JwksCache, SigningKeysLoading
 from server.auth.verified_cache import VerifiedTokenCache
-from server.errors import Unauthenticated
+from server.errors import Unauthenticated, Unavailable
 from server.identity import Identity
 
 TOKEN_MISSING = "TOKEN_MISSING"  # noqa: S105 (a reason code, not a secret)
@@ -18,6 +18,8 @@ TOKEN_MALFORMED = "TOKEN_MALFORMED"  # noqa: S105 (a reason code, not a secret)
 TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 (a reason code, not a secret)
 TOKEN_INVALID = "TOKEN_INVALID"  # noqa: S105 (a reason code, not a secret)
 TOKEN_REASONS = (TOKEN_MISSING, TOKEN_MALFORMED, TOKEN_EXPIRED, TOKEN_INVALID)
+# UNAVAILABLE, not UNAUTHENTICATED: the token may be good, and a BFF signs its user out on UNAUTHENTICATED.
+SIGNING_KEYS_LOADING = "SIGNING_KEYS_LOADING"
 
 HMAC_ALGORITHMS = frozenset({"HS256"})
 SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
@@ -92,7 +94,8 @@ class TokenVerifier:
         return self._cache
 
     def verify(self, token: str) -> Identity:
-        """The identity `token` proves; raises Unauthenticated with a TOKEN_* reason otherwise."""
+        """The identity `token` proves; raises Unauthenticated with a TOKEN_* reason otherwise, or Unavailable
+        (SIGNING_KEYS_LOADING) while the issuer's keys are being refetched for the key it names."""
         if len(token) > MAX_TOKEN_BYTES or _COMPACT_JWS.fullmatch(token) is None:
             raise Unauthenticated("the bearer token is not a JWT", reason=TOKEN_MALFORMED)
         if self._cache is not None:
@@ -128,7 +131,13 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _invalid("the token has no 'kid' header naming its signing key")
-        jwk = self.jwks.key(kid) if len(kid) <= 256 else None
+        try:
+            jwk = self.jwks.key(kid) if len(kid) <= 256 else None
+        except SigningKeysLoading:
+            raise Unavailable(
+                "the token's signing key is new here and the issuer's keys are being fetched: retry shortly",
+                reason=SIGNING_KEYS_LOADING,
+            ) from None
         if jwk is None:
             raise _invalid("the token's signing key is not in the issuer's JWKS")
         declared = jwk.declared_alg
