@@ -1,13 +1,14 @@
-"""Fetching a JWKS from an endpoint that stalls or redirects: real HTTP servers on 127.0.0.1, a real key cache."""
+"""Fetching a JWKS from an endpoint that stalls or redirects, or past a proxy: real HTTP servers on 127.0.0.1."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from server.auth.jwks import JwksCache
+from server.auth.jwks import JwksCache, parse_jwks
 from server.auth.jwks_fetch import JwksError, fetch_url
 from tests.jwks_support import JwksServer, new_key
 from tests.support import wait_until
@@ -53,3 +54,33 @@ def test_a_redirect_is_not_followed_and_the_error_names_where_it_pointed(status:
         with pytest.raises(JwksError, match=rf"HTTP {status} .*'{re.escape(elsewhere.url)}'"):
             fetch_url(jwks.url, FETCH_TIMEOUT)
         assert elsewhere.fetches == 0
+
+
+@pytest.fixture
+def proxy_in_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[JwksServer]:
+    """A forward proxy named by http_proxy and https_proxy that answers every request with keys of its own."""
+    with JwksServer([new_key()]).running() as proxy:
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+            monkeypatch.setenv(name, proxy.base_url)
+        yield proxy
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_loopback_jwks_url_is_fetched_directly_not_through_the_proxy(
+    proxy_in_environment: JwksServer, host: str
+) -> None:
+    # Plain http is allowed to this machine only because it crosses no network; a proxy would carry it.
+    issuer_key = new_key()
+    with JwksServer([issuer_key]).running() as jwks:
+        keys = parse_jwks(fetch_url(jwks.url.replace("127.0.0.1", host), FETCH_TIMEOUT))
+    assert set(keys) == {issuer_key.kid}
+    assert proxy_in_environment.fetches == 0
+
+
+def test_a_jwks_url_elsewhere_still_goes_through_the_proxy(proxy_in_environment: JwksServer) -> None:
+    # Corporate egress may allow nothing else; the name is never resolved here, the proxy gets it.
+    keys = parse_jwks(fetch_url("http://issuer.example/api/auth/jwks", FETCH_TIMEOUT))
+    assert set(keys) == {proxy_in_environment.keys[0].kid}
+    assert proxy_in_environment.fetches == 1

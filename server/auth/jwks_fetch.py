@@ -3,6 +3,8 @@
 urllib's `timeout` bounds each socket operation, not the fetch: an endpoint that sends a byte every few
 seconds would hold the one refresh thread forever. Here every read gets only the time left. And urllib
 follows a redirect to any host and scheme (https to http, ftp): keys must come from the URL configured.
+A URL on this machine is fetched directly: through a proxy from the environment, plain http to it would
+cross the network, and the proxy would choose the keys. Other URLs honour http_proxy and https_proxy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+from server.config import is_loopback_url
 
 MAX_JWKS_BYTES = 1 << 20
 
@@ -35,8 +39,10 @@ def fetch_url(url: str, timeout: float) -> bytes:
     if not url.startswith(("http://", "https://")):
         raise JwksError(f"JWKS URL {url!r} is not http(s)")
     deadline = time.monotonic() + timeout
+    # An empty ProxyHandler replaces the default one, which reads the proxy environment variables.
+    direct = [urllib.request.ProxyHandler({})] if is_loopback_url(url) else []
     opener = urllib.request.build_opener(
-        _HTTPHandlerWithDeadline(deadline), _HTTPSHandlerWithDeadline(deadline), _RedirectsRefused
+        _HTTPHandlerWithDeadline(deadline), _HTTPSHandlerWithDeadline(deadline), _RedirectsRefused, *direct
     )
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked)
     try:
