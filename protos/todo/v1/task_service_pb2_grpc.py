@@ -41,7 +41,8 @@ class TaskServiceStub:
     machine-readable reason on every error the service itself returns, and
     `BadRequest` field violations with INVALID_ARGUMENT.
 
-    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE): nothing was
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE, or
+    SIGNING_KEYS_LOADING while the issuer's new keys are fetched): nothing was
     written, so it is safe to retry, as gRPC retry policies do. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
@@ -99,7 +100,8 @@ class TaskServiceServicer:
     machine-readable reason on every error the service itself returns, and
     `BadRequest` field violations with INVALID_ARGUMENT.
 
-    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE): nothing was
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE, or
+    SIGNING_KEYS_LOADING while the issuer's new keys are fetched): nothing was
     written, so it is safe to retry, as gRPC retry policies do. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
@@ -213,7 +215,8 @@ class TaskService:
     machine-readable reason on every error the service itself returns, and
     `BadRequest` field violations with INVALID_ARGUMENT.
 
-    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE): nothing was
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE, or
+    SIGNING_KEYS_LOADING while the issuer's new keys are fetched): nothing was
     written, so it is safe to retry, as gRPC retry policies do. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
