@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
@@ -13,15 +12,16 @@ import grpc
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
+from client.caller import ActsForCaller
 from client.channel import ClientCertificate, TlsOption, open_aio_channel
 from client.errors import TaskServiceError, from_rpc_error
-from client.requests import ME, PriorityLike, check_caller, create_request, list_request, task_name, update_request
+from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
 from client.task_client import TOKEN_EXPIRED
 
 TokenProvider = Callable[[], str] | Callable[[], Awaitable[str]]
 
 
-class AsyncTaskClient:
+class AsyncTaskClient(ActsForCaller[TokenProvider]):
     """Like `TaskClient`, with `await`: `async with AsyncTaskClient(...) as tasks: await tasks.get_task(id)`.
 
     `token_provider` may be a plain or an async function; it is called again once on TOKEN_EXPIRED.
@@ -43,31 +43,6 @@ class AsyncTaskClient:
         self._channel = open_aio_channel(target, tls=tls, client_cert=client_cert)
         self._owns_channel = True
         self._stub = pb_grpc.TaskServiceStub(self._channel)
-
-    def with_token(
-        self,
-        token: str | None = None,
-        *,
-        token_provider: TokenProvider | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> AsyncTaskClient:
-        """As TaskClient.with_token: another user, this client's channel."""
-        other = copy.copy(self)
-        other._set_caller(token, token_provider, metadata, required=True)
-        other._owns_channel = False
-        return other
-
-    def _set_caller(
-        self,
-        token: str | None,
-        token_provider: TokenProvider | None,
-        metadata: Sequence[tuple[str, str]],
-        *,
-        required: bool,
-    ) -> None:
-        self._metadata = check_caller(token, token_provider, metadata, required=required)
-        self._token = token
-        self._token_provider = token_provider
 
     async def __aenter__(self) -> AsyncTaskClient:
         return self

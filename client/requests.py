@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -12,19 +11,6 @@ from todo.v1 import task_service_pb2 as pb
 ME = "users/me"
 
 PriorityLike = int | str
-
-
-def check_caller(
-    token: object, token_provider: object, metadata: Sequence[tuple[str, str]], *, required: bool
-) -> tuple[tuple[str, str], ...]:
-    """The extra metadata for every call, once the caller's credentials are known to be given right."""
-    if token is not None and token_provider is not None:
-        raise ValueError("pass one of token= or token_provider=, not both")
-    if required and token is None and token_provider is None:
-        raise ValueError("pass token= or token_provider=")
-    if any(key.lower() == "authorization" for key, _ in metadata):
-        raise ValueError("pass the token as token= or token_provider=, not in metadata")
-    return tuple(metadata)
 
 
 def priority_value(priority: PriorityLike) -> int:

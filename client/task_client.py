@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -12,14 +11,15 @@ import grpc
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
+from client.caller import ActsForCaller
 from client.channel import ClientCertificate, TlsOption, open_channel
 from client.errors import TaskServiceError, from_rpc_error
-from client.requests import ME, PriorityLike, check_caller, create_request, list_request, task_name, update_request
+from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
 
 TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 -- an ErrorInfo reason, not a secret
 
 
-class TaskClient:
+class TaskClient(ActsForCaller[Callable[[], str]]):
     """A client of one todo-tasks server, acting for the user its token names.
 
     Pass either `token` (a fixed JWT) or `token_provider` (called for a token, and called again once
@@ -44,32 +44,6 @@ class TaskClient:
         self._channel = open_channel(target, tls=tls, client_cert=client_cert)
         self._owns_channel = True
         self._stub = pb_grpc.TaskServiceStub(self._channel)
-
-    def with_token(
-        self,
-        token: str | None = None,
-        *,
-        token_provider: Callable[[], str] | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> TaskClient:
-        """A client for the user `token` names, on this client's channel (one connection for all users).
-        Closing it leaves the channel open; closing this client closes it for both."""
-        other = copy.copy(self)
-        other._set_caller(token, token_provider, metadata, required=True)
-        other._owns_channel = False
-        return other
-
-    def _set_caller(
-        self,
-        token: str | None,
-        token_provider: Callable[[], str] | None,
-        metadata: Sequence[tuple[str, str]],
-        *,
-        required: bool,
-    ) -> None:
-        self._metadata = check_caller(token, token_provider, metadata, required=required)
-        self._token = token
-        self._token_provider = token_provider
 
     def __enter__(self) -> TaskClient:
         return self
