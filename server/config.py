@@ -318,13 +318,18 @@ def _positive(name: str, value: float) -> float:
 
 def _seconds_setting(name: str, raw: str) -> float:
     """A positive number of seconds; `name` is the flag or variable it came from, for the message."""
+    value = _finite(raw)
+    if value is None:
+        raise ConfigError(f"{name} {raw!r} is not a number of seconds")
+    return _positive(name, value)
+
+
+def _finite(raw: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} {raw!r} is not a number of seconds")
-    return _positive(name, value)
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _drain_delay_setting(flag: str | None, env: Mapping[str, str]) -> float:
@@ -333,11 +338,8 @@ def _drain_delay_setting(flag: str | None, env: Mapping[str, str]) -> float:
         name, raw = "--drain-delay-seconds", flag
     else:
         name, raw = "TODO_DRAIN_DELAY_SECONDS", env.get("TODO_DRAIN_DELAY_SECONDS", "0")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
+    value = _finite(raw)
+    if value is None or value < 0:
         raise ConfigError(f"{name} {raw!r} is not a number of seconds, 0 or more")
     return value
 
