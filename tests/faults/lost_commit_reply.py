@@ -61,8 +61,8 @@ class LostCommitReply:
     def _to_client(self, upstream: socket.socket, client: socket.socket, cut_at_reply: threading.Event) -> None:
         while data := _receive(upstream):
             if cut_at_reply.is_set():
+                self.reply_lost.set()  # before the cut: the server's answer to it can beat this thread here
                 _close(client, upstream)
-                self.reply_lost.set()
                 return
             with suppress(OSError):
                 client.sendall(data)
