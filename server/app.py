@@ -24,8 +24,9 @@ from server.config import ConfigError, Settings, masked_database_url
 from server.db.repository import TaskRepository
 from server.db.session import Database
 from server.deadline_interceptor import DeadlineInterceptor
-from server.limits import server_options
+from server.limits import PUBLIC_CALLS_PER_PEER, PUBLIC_CALLS_SHARE, server_options
 from server.metrics import MetricsInterceptor, ServerMetrics, serve_metrics
+from server.public_calls import PublicCallsLimit
 from server.readiness import Readiness
 from server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from server.request_decoding import RequestDecodingInterceptor
@@ -197,16 +198,21 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
             *interceptors,
             # Outermost first. One interceptor for all of them: each method's handler is built once.
             CallPipeline(
-                [
-                    RunningCallsInterceptor(settings.max_workers),
+                # At dispatch: a call without a valid token, or one public call too many, ends at once.
+                before_request=[
                     *layers,
                     MetricsInterceptor(metrics),
                     AccessLogInterceptor(trace_id_of=trace_id_of),
                     ErrorStatusInterceptor(on_error=metrics.record_error),
+                    PublicCallsLimit(PUBLIC_SERVICES, **_public_call_limits(settings)),
                     AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
+                ],
+                # Once the request message is in.
+                after_request=[
+                    RunningCallsInterceptor(settings.max_workers),
                     DeadlineInterceptor(),
                     RequestDecodingInterceptor(),
-                ]
+                ],
             ),
         ],
         options=server_options(share_port=settings.workers > 1),
@@ -247,6 +253,11 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         closers=closers,
         jwks=verifier.jwks,
     )
+
+
+def _public_call_limits(settings: Settings) -> dict[str, int]:
+    limit = max(1, int(settings.max_concurrent_rpcs * PUBLIC_CALLS_SHARE))
+    return {"limit": limit, "per_peer": min(PUBLIC_CALLS_PER_PEER, limit)}
 
 
 def _add_port(server: grpc.Server, settings: Settings) -> int:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import grpc
 
+from server.pending_request import receiving_request, served_before_request
+
 
 class Layer(grpc.ServerInterceptor, abc.ABC):
     """One job done around calls. Composed with others by CallPipeline, or used alone as an interceptor."""
@@ -26,15 +28,22 @@ class Layer(grpc.ServerInterceptor, abc.ABC):
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         if self._alone is None:
-            self._alone = CallPipeline((self,))
+            self._alone = CallPipeline(after_request=(self,))
         return self._alone.intercept_service(continuation, handler_call_details)
 
 
 class CallPipeline(grpc.ServerInterceptor):
-    """One interceptor for many layers, outermost first; each method's wrapped handler is built once."""
+    """One interceptor for many layers, outermost first; each method's wrapped handler is built once.
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
-        self._innermost_first = tuple(reversed(layers))
+    `before_request` layers run as soon as a call is dispatched, before a unary call's request message is
+    in (server/pending_request.py): what they get as the request is a PendingRequest, which they leave
+    alone. A call they refuse (no valid token, say) then ends at once, instead of first waiting for a
+    message that may never come. `after_request` layers, and the method, run once the message is in.
+    """
+
+    def __init__(self, *, before_request: Sequence[Layer] = (), after_request: Sequence[Layer] = ()) -> None:
+        self._before_innermost_first = tuple(reversed(before_request))
+        self._after_innermost_first = tuple(reversed(after_request))
         # method -> (the handler it wrapped, the wrapped one). Only registered methods get here, so it is
         # bounded; an unknown method (handler None) is never stored.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
@@ -47,8 +56,16 @@ class CallPipeline(grpc.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = handler
-        for layer in self._innermost_first:
-            wrapped = layer.wrap_handler(method, wrapped)
+        wrapped = self._wrap(method, handler)
         self._wrapped[method] = (handler, wrapped)  # a race only builds the same thing twice
         return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        for layer in self._after_innermost_first:
+            handler = layer.wrap_handler(method, handler)
+        if not self._before_innermost_first:
+            return handler
+        handler = receiving_request(handler)
+        for layer in self._before_innermost_first:
+            handler = layer.wrap_handler(method, handler)
+        return served_before_request(handler)

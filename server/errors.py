@@ -71,6 +71,10 @@ class Unavailable(TodoError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+class ResourceExhausted(TodoError):
+    """The caller holds more of a bounded resource than it may; it can try again once its other calls end."""
+
+
 COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
 
 

@@ -21,6 +21,14 @@ MAX_SEND_MESSAGE_BYTES = 4 * 1024 * 1024
 # between them grpcio refuses at random, which made an oversized token sometimes RESOURCE_EXHAUSTED and
 # sometimes UNAUTHENTICATED; now a header block up to this size always reaches the auth interceptor.
 MAX_METADATA_BYTES = 16 * 1024
+# Calls to the public services (health, reflection: no token needed) in flight: at most this share of the
+# server's calls in flight, and at most PUBLIC_CALLS_PER_PEER from one address. Health Watch streams and
+# calls that never send their message hold their place for up to 31 minutes; without a bound, one client
+# without a token held all 1000 and every signed-in user was refused (server/public_calls.py). Per address,
+# so that such a client leaves room for the kubelet's health probes; 16, since each channel of a client
+# that checks health (gRFC A17) holds a Watch stream.
+PUBLIC_CALLS_SHARE = 0.1
+PUBLIC_CALLS_PER_PEER = 16
 # Concurrent calls on one HTTP/2 connection; more wait in the client until one ends.
 MAX_CONCURRENT_STREAMS = 100
 # A connection is closed (GOAWAY) this long after it opened, so load rebalances over replicas and a

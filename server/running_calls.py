@@ -1,4 +1,4 @@
-"""At most `--max-workers` calls run our code at once, counted from when their request has arrived.
+"""At most `--max-workers` calls run the method (and the data layer) at once, from when their request arrived.
 
 The executor (server/rpc_threads.py) gives every call in flight a thread, so that a call stalled before
 its request message costs a parked thread, not a worker. This layer keeps what the fixed pool used to
@@ -20,7 +20,8 @@ class RunningCallsInterceptor(Layer):
 
     Only calls whose request arrived whole (unary requests) take a turn: a request-streaming call would
     wait for its messages inside its turn, which is the very stall the executor keeps from starving others.
-    Put it first in the CallPipeline, so that a turn covers every other layer's work too.
+    Put it first among the CallPipeline's layers after the request: the layers before it (auth, logging)
+    run at dispatch, before the message is in, which a turn must not wait for.
     """
 
     def __init__(self, limit: int) -> None:

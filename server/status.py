@@ -21,6 +21,7 @@ from server.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     TodoError,
     Unauthenticated,
     Unavailable,
@@ -38,6 +39,7 @@ _CODES: dict[type[TodoError], int] = {
     NotFound: code_pb2.NOT_FOUND,
     Aborted: code_pb2.ABORTED,
     Unavailable: code_pb2.UNAVAILABLE,
+    ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     CommitOutcomeUnknown: code_pb2.UNKNOWN,  # not retried by gRPC's policies: the caller reads back first
     DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
 }

@@ -43,12 +43,13 @@ def _whoami(_request: bytes, _context: grpc.ServicerContext) -> bytes:
 @pytest.fixture
 def served(secret: bytes) -> Iterator[tuple[str, CountingLayer, CountingLayer]]:
     outer, inner = CountingLayer("outer"), CountingLayer("inner")
-    verifier = TokenVerifier(hs256_secret=secret)
+    auth = AuthInterceptor(TokenVerifier(hs256_secret=secret), public_services=frozenset())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[
             CallPipeline(
-                [outer, ErrorStatusInterceptor(), AuthInterceptor(verifier, public_services=frozenset()), inner]
+                before_request=[outer, ErrorStatusInterceptor(), auth],
+                after_request=[inner],
             )
         ],
     )
@@ -99,3 +100,16 @@ def test_an_unknown_method_is_unimplemented_and_not_remembered(
                 grpc.StatusCode.UNIMPLEMENTED
             )
     assert outer.wrapped == []
+
+
+def test_a_unary_call_that_ends_without_its_message_is_invalid_argument(
+    served: tuple[str, CountingLayer, CountingLayer], secret: bytes
+) -> None:
+    address, _, _ = served
+    token = (("authorization", f"Bearer {mint_token(secret, 'erin')}"),)
+    with grpc.insecure_channel(address) as channel:
+        # A client that closes its side with no message at all (grpcio's stubs never do; a raw client may).
+        no_message = channel.stream_unary("/probe.Who/A")
+        failure = failure_of(lambda: no_message(iter(()), metadata=token, timeout=5))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "one request message" in failure.message

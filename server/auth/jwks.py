@@ -152,9 +152,9 @@ class JwksCache:
 
         An unknown kid asks for a refetch, at most one per min_refetch_seconds. While one is in flight, at
         most max_unknown_kid_waiters callers wait for it, each up to unknown_kid_wait_seconds: a caller holds
-        one of --max-workers run slots, and made-up kids cost nothing to send. The other callers, and a
-        waiter whose wait runs out, get SigningKeysLoading. With no refetch in flight and none allowed yet,
-        None at once.
+        a thread and a place among the calls in flight, and made-up kids cost nothing to send. The other
+        callers, and a waiter whose wait runs out, get SigningKeysLoading. With no refetch in flight and none
+        allowed yet, None at once.
         """
         found = self._keys.get(kid)
         if found is not None:
