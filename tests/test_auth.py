@@ -89,6 +89,33 @@ def test_a_time_claim_that_is_not_a_number_is_refused(grpc_stub, secret: bytes, 
     assert claim in failure.message
 
 
+@pytest.mark.parametrize(
+    "exp",
+    [
+        pytest.param(10**310, id="too-big-for-a-float"),
+        pytest.param(1e300, id="1e300"),
+        pytest.param(2**64, id="2**64"),
+    ],
+)
+def test_an_expiry_past_the_year_9999_is_refused(grpc_stub, secret: bytes, exp: float) -> None:  # type: ignore[no-untyped-def]
+    # Signed, but past any date: 10**310 made the verified-token cache's float() raise (INTERNAL), and
+    # 1e300 was cached as a token that never expires.
+    token = jwt.encode({"sub": "alice", "exp": exp}, secret, algorithm="HS256")
+    for _ in range(2):  # the second time, from the cache if it had been let in
+        failure = failure_of(list_with(grpc_stub, [("authorization", f"Bearer {token}")]))
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+        assert "exp" in failure.message
+
+
+@pytest.mark.parametrize("aud", [[], "", [""]], ids=["empty-list", "empty-string", "list-of-empty"])
+def test_an_aud_claim_is_refused_when_no_audience_is_configured_even_an_empty_one(  # type: ignore[no-untyped-def]
+    grpc_stub, secret: bytes, aud: object
+) -> None:
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600, "aud": aud}, secret, algorithm="HS256")
+    failure = failure_of(list_with(grpc_stub, [("authorization", f"Bearer {token}")]))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+
+
 def test_alg_none_is_refused(grpc_stub) -> None:  # type: ignore[no-untyped-def]
     token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, None, algorithm="none")
     failure = failure_of(list_with(grpc_stub, [("authorization", f"Bearer {token}")]))

@@ -27,6 +27,7 @@ SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS
 # A JWS in compact form: three base64url segments. Anything else is refused before PyJWT sees it.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
+_LATEST_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 MAX_TOKEN_BYTES = 8192
 MAX_USER_ID_LENGTH = 128
 
@@ -152,6 +153,13 @@ class TokenVerifier:
             value = claims.get(claim)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise _invalid(f"the token's {claim!r} claim is not a number")
+            # Past any real date: 10**310 overflowed the verified-token cache, 1e300 never expired there.
+            if value is not None and not -_LATEST_NUMERIC_DATE <= value <= _LATEST_NUMERIC_DATE:
+                raise _invalid(f"the token's {claim!r} claim is not a date before the year 10000")
+        # PyJWT lets an empty `aud` ("" or []) through when no audience is configured; any `aud` names a
+        # recipient, and we cannot tell that it is us.
+        if self._audience is None and "aud" in claims:
+            raise _invalid("the token names an audience (aud) and none is configured: set JWT_AUDIENCE")
         return claims
 
     def _decode_with_pyjwt(self, token: str, key: Any, alg: str) -> dict[str, Any]:
