@@ -57,6 +57,15 @@ class TaskClient(ActsForCaller[Callable[[], str]]):
         if self._owns_channel:
             self._channel.close()
 
+    def wait_until_connected(self, timeout: float) -> bool:
+        """Whether a connection to the server is up, or comes up within `timeout` seconds. Calls need not
+        wait for this; it tells "nobody there" apart quickly (a call would retry for several seconds)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
     def create_task(
         self,
         title: str,

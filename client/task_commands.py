@@ -24,6 +24,8 @@ from client.errors import (
 from client.task_client import TaskClient
 
 DEFAULT_TARGET = "localhost:50051"
+# How long the CLI waits for a connection before saying nobody answers there (a local server takes ms).
+_CONNECT_SECONDS = 3.0
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -148,17 +150,8 @@ def _explain(error: TaskServiceError, args: argparse.Namespace) -> CliError:
         if error.reason == "TOKEN_EXPIRED":
             return CliError("your token has expired: mint a new one (`todo token --sub ...`)", EXIT_AUTH)
         return CliError(f"the server refused the token ({error.reason}): {error.message}", EXIT_AUTH)
-    if isinstance(error, Unavailable) and error.reason is None:
-        return CliError(
-            f"cannot reach the server at {args.target}: is todo-server running, and are --target/--ca right?",
-            EXIT_UNREACHABLE,
-        )
-    if isinstance(error, DeadlineExceeded) and error.reason is None:
-        return CliError(
-            f"no answer from the server at {args.target} within {args.timeout:g}s: "
-            "is todo-server running, and are --target/--ca right?",
-            EXIT_UNREACHABLE,
-        )
+    if isinstance(error, Unavailable | DeadlineExceeded) and error.reason is None:
+        return _unreachable(args, args.timeout)
     if isinstance(error, Unavailable | DeadlineExceeded):
         return CliError(f"the server could not answer: {error}", EXIT_UNREACHABLE)
     if isinstance(error, NotFound):
@@ -168,10 +161,32 @@ def _explain(error: TaskServiceError, args: argparse.Namespace) -> CliError:
     return CliError(str(error), EXIT_REFUSED)
 
 
+def _checked_target(target: str) -> str:
+    """`target` if it can be a gRPC target; a usage error for the forms people type by mistake."""
+    if target.isdigit():
+        raise CliError(f"--target is host:port: did you mean localhost:{target}?", EXIT_USAGE)
+    if target.startswith(("http://", "https://")):
+        raise CliError(f"--target is host:port: drop the scheme ({target.split('://', 1)[1]})", EXIT_USAGE)
+    return target
+
+
+def _unreachable(args: argparse.Namespace, seconds: float) -> CliError:
+    no_port = "" if ":" in args.target else " (no port given: gRPC uses 443)"
+    return CliError(
+        f"cannot reach the server at {args.target} within {seconds:g}s: is todo-server running there? "
+        f"Check --target (host:port){no_port}, and for a TLS server --ca, and --cert/--key if it asks for a "
+        "client certificate",
+        EXIT_UNREACHABLE,
+    )
+
+
 def _runner(command: Callable[[TaskClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        args.target = args.target or os.environ.get("TODO_TARGET") or DEFAULT_TARGET
+        args.target = _checked_target(args.target or os.environ.get("TODO_TARGET") or DEFAULT_TARGET)
         with _open_client(args) as client:
+            connect_seconds = min(args.timeout, _CONNECT_SECONDS)
+            if not client.wait_until_connected(connect_seconds):
+                raise _unreachable(args, connect_seconds)
             try:
                 command(client, args)
             except TaskServiceError as error:
