@@ -9,10 +9,14 @@ try {
   const page = await tasks.listTasks({ order_by: "priority desc" });
   for (const t of page.tasks) console.log(t.name, t.title, t.completed ? "done" : "open");
   await tasks.deleteTask({ name: task.name });
-  await tasks.getTask({ name: task.name });
-} catch (error) {
-  if (!(error instanceof TaskServiceError)) throw error;
-  console.log("gone:", error.code, error.reason);
+  try {
+    await tasks.getTask({ name: task.name });
+    throw new Error(`${task.name} is still there after its delete`);
+  } catch (error) {
+    // The one failure expected here; any other (no token, no server) ends the example with its error.
+    if (!(error instanceof TaskServiceError && error.code === "NOT_FOUND")) throw error;
+    console.log("gone:", error.code, error.reason);
+  }
 } finally {
   service.close();
 }

@@ -80,3 +80,20 @@ def test_status_details_that_do_not_decode_reject_the_call_instead_of_crashing_t
     assert (rejected["code"], rejected["message"], rejected["reason"]) == ("INTERNAL", "garbled details", "")
     # An empty request_id is no request_id: the client still fills one, and says which, for a retry.
     assert len(rejected["requestId"]) == 36
+
+
+@pytest.mark.parametrize("signed_in", [True, False], ids=["valid token", "token signed elsewhere"])
+def test_the_readme_example_succeeds_only_when_every_step_does(
+    node: str, server: ServerProcess, signed_in: bool
+) -> None:
+    secret = server.secret.encode() if signed_in else b"x" * 48
+    env = {"PATH": "/usr/bin:/bin", "TODO_TARGET": server.address, "TODO_TOKEN": mint_token(secret, "example")}
+    example = subprocess.run(
+        [node, str(CLIENT_DIR / "example.mjs")], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    if signed_in:
+        assert example.returncode == 0, example.stderr
+        assert example.stdout.strip().endswith("gone: NOT_FOUND TASK_NOT_FOUND")
+    else:  # it used to print "gone: UNAUTHENTICATED" and exit 0
+        assert example.returncode != 0
+        assert "UNAUTHENTICATED" in example.stderr or "TOKEN_INVALID" in example.stderr
