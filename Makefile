@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 PROTO_OUT := protos
 
-.PHONY: run test soak lint format proto proto-check token bench bench-pagination clean
+.PHONY: run test soak lint format proto proto-check bench bench-pagination clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

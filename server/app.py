@@ -226,8 +226,8 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     port = _add_port(server, settings)
     if port == 0:
         raise ConfigError(
-            f"cannot listen on {settings.listen!r}: the port is in use, "
-            "or the host is not an address of this machine"
+            f"cannot listen on {settings.listen!r}: the port is in use (another todo-server?), "
+            "or the host is not an address of this machine; pick another with --listen or TODO_LISTEN"
         )
     metrics_port = None
     if settings.metrics_listen is not None:
