@@ -26,6 +26,7 @@ class Readiness:
         self._checks: dict[str, Check] = {}
         self._running: dict[str, futures.Future[bool]] = {}
         self._failing: frozenset[str] | None = None  # None until the first round
+        self._was_ready = False
         self._round = threading.Lock()  # the checker thread and callers like the JWKS cache may both run one
         self._stopping = threading.Event()
         self._executor: futures.ThreadPoolExecutor | None = None
@@ -60,10 +61,14 @@ class Readiness:
             )
             first_round, self._failing, previous = self._failing is None, failing, self._failing
             if failing != previous:
-                if failing:
-                    _log.warning("not ready: %s failing", ", ".join(sorted(failing)))
+                names = ", ".join(sorted(failing))
+                if failing and self._was_ready:
+                    _log.warning("not ready: %s failing", names)
+                elif failing:  # still starting (the first JWKS fetch, say): what fails to load warns itself
+                    _log.info("not ready yet: waiting for %s", names)
                 elif not first_round:
-                    _log.info("ready again")
+                    _log.info("ready again" if self._was_ready else "ready")
+            self._was_ready = self._was_ready or not failing
             if first_round or bool(failing) != bool(previous):
                 self._on_change(not failing)
             return not failing
