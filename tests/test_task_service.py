@@ -224,6 +224,15 @@ def test_list_query_matches_title_or_description_ignoring_case(alice: User) -> N
     assert matches.total_size == 2
 
 
+@pytest.mark.parametrize("query", ["ärger", "ÄRGER", "Ärger"])
+def test_list_query_ignores_case_beyond_ascii(alice: User, query: str) -> None:
+    # SQLite's own lower() and LIKE fold only A-Z: "ärger" found "ärger..." but not "Ärger...".
+    upper = alice.create_task("Ärger mit dem Vermieter")
+    lower = alice.create_task("ärger notieren")
+    alice.create_task("Arger, not a match")
+    assert {t.name for t in alice.list_tasks(query=query).tasks} == {upper.name, lower.name}
+
+
 def test_list_query_treats_like_wildcards_literally(alice: User) -> None:
     alice.create_task("100% done")
     alice.create_task("1000 things")
