@@ -10,13 +10,15 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from sqlalchemy import Connection, create_engine, text
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import TodoServer
 from server.config import Settings
-from tests.faults.conftest import fault_server
+from tests.faults.conftest import ScratchDatabase, fault_server
+from tests.faults.write_faults import At, write_fault
 from tests.support import User, every_pooled_connection, failure_of, mint_token
 
 _DEADLINE = 0.5
@@ -133,3 +135,49 @@ def test_a_postgresql_read_whose_deadline_passes_waiting_for_a_lock_is_cancelled
             cursor.execute("SHOW statement_timeout")
             assert cursor.fetchone() == ("30s",)
             cursor.close()
+
+
+def _no_commit_left_running(scratch: ScratchDatabase) -> bool:
+    with scratch.admin.connect() as connection:
+        sleeping = connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name AND wait_event = 'PgSleep'"),
+            {"name": scratch.name},
+        ).scalar_one()
+    return sleeping == 0
+
+
+_SLOW_COMMIT_WRITES = {
+    "CreateTask": lambda user, _task: user.stub.CreateTask(
+        pb.CreateTaskRequest(parent="users/me", task=pb.Task(title="too late")),
+        metadata=user.metadata,
+        timeout=_DEADLINE,
+    ),
+    "UpdateTask": lambda user, task: user.stub.UpdateTask(
+        pb.UpdateTaskRequest(
+            task=pb.Task(name=task.name, title="too late", etag=task.etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+        ),
+        metadata=user.metadata,
+        timeout=_DEADLINE,
+    ),
+}
+
+
+@pytest.mark.parametrize("write", _SLOW_COMMIT_WRITES.values(), ids=_SLOW_COMMIT_WRITES)
+def test_a_postgresql_commit_still_running_at_the_deadline_is_cancelled_and_writes_nothing(
+    scratch_database: ScratchDatabase, server_on_scratch: TodoServer, secret: bytes, write
+) -> None:  # type: ignore[no-untyped-def]
+    """statement_timeout does not reach a COMMIT (PostgreSQL stops it before committing, deferred triggers and
+    all): the server cancels a COMMIT still running at the deadline, and the caller told DEADLINE_EXCEEDED
+    finds nothing written, not the change saved a moment later."""
+    with grpc.insecure_channel(f"127.0.0.1:{server_on_scratch.port}") as channel:
+        user_id = f"deadline{secrets.token_hex(4)}"
+        user = User(user_id, mint_token(secret, user_id), pb_grpc.TaskServiceStub(channel))
+        task = user.create_task("before")
+        with write_fault(scratch_database, "PERFORM pg_sleep(3);", at=At.COMMIT):
+            _assert_ends_at_its_deadline(lambda: write(user, task))
+            time.sleep(0.5)
+            assert _no_commit_left_running(scratch_database)
+            assert server_on_scratch.database.engine.pool.checkedout() == 0
+        # The trigger is gone once the stalled COMMIT (if any) has ended: what it saved is there now.
+        assert user.all_tasks() == [task]
