@@ -8,6 +8,7 @@ afterwards: an UpdateTask with an etag would be ABORTED by its own change, a Cre
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -127,6 +128,8 @@ def test_a_commit_running_when_the_grace_ends_is_answered_as_it_ended(
             stop_server(other)
 
     assert exited_after < _GRACE_SECONDS + 1
+    # The stalled calls were answered by the server (their COMMIT cancelled), not cancelled by grpcio.
+    assert "code=UNAVAILABLE" in victim.log().split("stopping: draining")[1], victim.log()
     engine = create_engine(scratch_database.url)
     try:
         with engine.connect() as connection:
@@ -152,3 +155,47 @@ def test_a_commit_running_when_the_grace_ends_is_answered_as_it_ended(
             if stored != (1 if code == grpc.StatusCode.OK else 0):
                 mismatches.append(f"create {key}: {code.name} {details}, stored {stored} times")
     assert not mismatches, "\n".join(mismatches)
+
+
+def test_a_sqlite_write_waiting_for_the_lock_when_the_grace_ends_is_not_saved_afterwards(tmp_path: Path) -> None:
+    """The write lock goes after the drain's end, just before grpcio's grace does: the writes waiting for it
+    are refused (SERVER_SHUTTING_DOWN), not committed in the last moments, where grpcio may cancel their calls
+    (UNAVAILABLE) mid-COMMIT."""
+    server = start_server(tmp_path, "--grace-seconds", str(_GRACE_SECONDS))
+    user = f"drain{uuid.uuid4().hex[:8]}"
+    metadata = (("authorization", f"Bearer {mint_token(server.secret.encode(), user)}"),)
+    outcomes: dict[str, tuple[grpc.StatusCode, str]] = {}
+    try:
+        with grpc.insecure_channel(server.address) as channel:  # no retries: what this replica answered
+            stub = pb_grpc.TaskServiceStub(channel)
+            stub.CreateTask(pb.CreateTaskRequest(parent="users/me", task=pb.Task(title="seed")), metadata=metadata)
+            blocker = sqlite3.connect(tmp_path / "todo.db", isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                calls = {}
+                for with_deadline in (True, False) * 6:
+                    title = f"waiting {uuid.uuid4().hex}"
+                    request = pb.CreateTaskRequest(parent="users/me", task=pb.Task(title=title))
+                    timeout = 30 if with_deadline else None
+                    calls[title] = stub.CreateTask.future(request, metadata=metadata, timeout=timeout)
+                time.sleep(0.5)
+                server.process.send_signal(signal.SIGTERM)
+                time.sleep(_GRACE_SECONDS - 0.2)  # after the drain's end, before grpcio's grace ends
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            outcomes = {title: _outcome(future) for title, future in calls.items()}
+            assert server.process.wait(timeout=10) == 0, server.log()
+        time.sleep(0.5)  # a write that got the lock has committed by now
+    finally:
+        stop_server(server)
+    with sqlite3.connect(tmp_path / "todo.db") as check:
+        titles = [row[0] for row in check.execute("SELECT title FROM tasks WHERE owner_id = ?", (user,))]
+    mismatches = [
+        f"{title}: {code.name} {details}, stored {titles.count(title)} times"
+        for title, (code, details) in outcomes.items()
+        if titles.count(title) != (1 if code == grpc.StatusCode.OK else 0)
+    ]
+    assert not mismatches, "\n".join(mismatches)
+    assert {code for code, _details in outcomes.values()} == {grpc.StatusCode.UNAVAILABLE}, outcomes
+    assert any("shutting down" in details for _code, details in outcomes.values()), outcomes
