@@ -20,8 +20,8 @@ import psycopg
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
-from server.call_deadline import remaining_seconds
-from server.errors import DeadlineExceeded
+from server.call_deadline import draining_first, remaining_seconds
+from server.errors import DeadlineExceeded, TodoError, Unavailable
 
 _log = logging.getLogger("todo.db")
 
@@ -43,21 +43,39 @@ class CallExpired(DeadlineExceeded):
         super().__init__("the call's deadline passed before the database answered; nothing was written")
 
 
+SERVER_SHUTTING_DOWN = "SERVER_SHUTTING_DOWN"
+
+
+class ShuttingDown(Unavailable):
+    """The server's drain ended before the call was done with the database: rolled back, nothing kept. The
+    caller retries on another replica (UNAVAILABLE), where the write is done once."""
+
+    reason = SERVER_SHUTTING_DOWN
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; nothing was written; retry (another replica answers)")
+
+
+def _expired() -> TodoError:
+    """What a call past `remaining_seconds()` is told: its deadline passed, or the server's drain ended."""
+    return ShuttingDown() if draining_first() else CallExpired()
+
+
 def _wait_ms(longest_ms: int) -> int:
     """How long the database may make this call wait: `longest_ms`, or less if the call's deadline is sooner."""
     remaining = remaining_seconds()
     if remaining is None:
         return longest_ms
     if remaining <= 0:
-        raise CallExpired
+        raise _expired()
     return max(1, min(longest_ms, int(remaining * 1000)))
 
 
 def refuse_if_expired() -> None:
-    """Raises CallExpired once the running call's deadline has passed."""
+    """Raises CallExpired once the running call's deadline has passed, ShuttingDown once the drain has ended."""
     remaining = remaining_seconds()
     if remaining is not None and remaining <= 0:
-        raise CallExpired
+        raise _expired()
 
 
 class ReadBlock(NamedTuple):

@@ -16,6 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from server.db import connections, owner_scope, schema
+from server.db.commit_watch import COMMITS
 from server.db.compiled_reads import CompiledRead
 from server.db.connections import WRITE_OPTION, ReadBlock, refuse_if_expired, unpinged_checkout
 from server.db.owner_scope import SCOPE_PARAMETER, OwnerScopeError, scoped, with_owner
@@ -32,16 +33,30 @@ def _refused_as_read_only(error: exc.DBAPIError) -> bool:
     return getattr(error.orig, "sqlstate", None) == _READ_ONLY_SQL_TRANSACTION
 
 
-def _commit(session: Session) -> None:
-    """Commits; raises CommitOutcomeUnknown when the connection is lost during the COMMIT.
+# How long the commit watch waits for the server to take a cancel request.
+_CANCEL_TIMEOUT_SECONDS = 2.0
+
+
+def _commit(session: Session, *, cancellable: bool) -> None:
+    """Commits, unless the running call is already past its deadline or the drain's end (then nothing is
+    written); raises CommitOutcomeUnknown when the connection is lost during the COMMIT.
+
+    With `cancellable` (PostgreSQL), a COMMIT still running at that moment is cancelled
+    (server/db/commit_watch.py): it fails on a live connection, rolled back, as a refused COMMIT does.
 
     The database may have committed before the connection went (psycopg raises AdminShutdown, or
     OperationalError for a closed socket; SQLAlchemy then marks the error connection_invalidated). A COMMIT
-    refused on a live connection (a serialization failure, SQLite's disk full) wrote nothing, and is raised
-    as it is.
+    refused on a live connection (a serialization failure, a cancel, SQLite's disk full) wrote nothing, and is
+    raised as it is.
     """
+    refuse_if_expired()  # a COMMIT begun late would be cancelled at once: not sent at all
     try:
-        session.commit()
+        if cancellable:
+            driver = session.connection().connection.driver_connection
+            with COMMITS.watching(functools.partial(driver.cancel_safe, timeout=_CANCEL_TIMEOUT_SECONDS)):
+                session.commit()
+        else:
+            session.commit()
     except exc.DBAPIError as error:
         if not error.connection_invalidated:
             raise
@@ -64,6 +79,8 @@ class Database:
         # Bounded: the repository's statements are built once per query shape, a few hundred at most.
         self._compiled_read = functools.lru_cache(maxsize=512)(self._compile_owned_read)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite's COMMIT waits for no lock (the write lock is taken at BEGIN IMMEDIATE), only for the disk.
+        self._cancellable_commits = self.engine.dialect.name == "postgresql"
         owner_scope.enforce_on(self._sessions)
 
     def migrate(self) -> None:
@@ -91,7 +108,9 @@ class Database:
         the COMMIT becomes CommitOutcomeUnknown, as the write may have been saved.
 
         Past the running call's deadline it raises CallExpired (server/db/connections.py) instead of
-        committing: a caller that gave up was told nothing was saved, so nothing is.
+        committing, and cancels a COMMIT still running then: a caller that gave up was told nothing was saved,
+        so nothing is. Past the end of the server's drain the same, with ShuttingDown (UNAVAILABLE): grpcio
+        is about to cancel the call, which tells the caller nothing was saved too.
         """
         refuse_if_expired()
         try:
@@ -103,9 +122,8 @@ class Database:
                     except _POOL_GAVE_UP:
                         raise Unavailable("the database is unavailable; retry later") from None
                 yield session
-                refuse_if_expired()
                 session.flush()  # the last statements: a fault up to here is before the COMMIT, nothing written
-                _commit(session)
+                _commit(session, cancellable=self._cancellable_commits)
         except StaleDataError:
             raise Aborted("the task was changed by someone else; get it again and retry") from None
         except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError):
