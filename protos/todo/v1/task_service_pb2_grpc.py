@@ -41,9 +41,10 @@ class TaskServiceStub:
     machine-readable reason on every error the service itself returns, and
     `BadRequest` field violations with INVALID_ARGUMENT.
 
-    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE, or
-    SIGNING_KEYS_LOADING while the issuer's new keys are fetched): nothing was
-    written, so it is safe to retry, as gRPC retry policies do. A write may
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE;
+    SIGNING_KEYS_LOADING while the issuer's new keys are fetched; or
+    SERVER_SHUTTING_DOWN when the replica stopped before the call was done):
+    nothing was written, so it is safe to retry, as gRPC retry policies do. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
@@ -100,9 +101,10 @@ class TaskServiceServicer:
     machine-readable reason on every error the service itself returns, and
     `BadRequest` field violations with INVALID_ARGUMENT.
 
-    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE, or
-    SIGNING_KEYS_LOADING while the issuer's new keys are fetched): nothing was
-    written, so it is safe to retry, as gRPC retry policies do. A write may
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE;
+    SIGNING_KEYS_LOADING while the issuer's new keys are fetched; or
+    SERVER_SHUTTING_DOWN when the replica stopped before the call was done):
+    nothing was written, so it is safe to retry, as gRPC retry policies do. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
@@ -215,9 +217,10 @@ class TaskService:
     machine-readable reason on every error the service itself returns, and
     `BadRequest` field violations with INVALID_ARGUMENT.
 
-    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE, or
-    SIGNING_KEYS_LOADING while the issuer's new keys are fetched): nothing was
-    written, so it is safe to retry, as gRPC retry policies do. A write may
+    Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE;
+    SIGNING_KEYS_LOADING while the issuer's new keys are fetched; or
+    SERVER_SHUTTING_DOWN when the replica stopped before the call was done):
+    nothing was written, so it is safe to retry, as gRPC retry policies do. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
