@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +21,7 @@ from server.app import TodoServer, run_server
 from server.config import Settings
 from server.limits import MAX_RECEIVE_MESSAGE_BYTES, PUBLIC_CALLS_PER_PEER
 from server.tasks import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH
+from tests.stalled_calls import own_connection, stalled_calls
 from tests.support import User, failure_of
 
 # What a hostile request may get. UNKNOWN or INTERNAL would mean an exception escaped our validation.
@@ -203,35 +202,6 @@ def test_many_idle_connections_do_not_stop_others_being_served(todo_server: Todo
             connection.close()
 
 
-def _own_connection(port: int) -> grpc.Channel:
-    """A channel on a connection of its own (channels with equal options share one by default)."""
-    return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-
-
-@contextlib.contextmanager
-def stalled_calls(port: int, count: int, metadata: Any) -> Iterator[list[grpc.Future]]:
-    """`count` GetTask calls that send HEADERS and then nothing (no message, no end of stream) for 10 s."""
-    release = threading.Event()
-
-    def never_sends() -> Iterator[bytes]:
-        release.wait(10)
-        yield from ()
-
-    # A connection per 50 calls: one connection carries at most MAX_CONCURRENT_STREAMS (100) calls at once.
-    channels = [_own_connection(port) for _ in range((count + 49) // 50)]
-    stalls = [channel.stream_unary("/todo.v1.TaskService/GetTask") for channel in channels]
-    calls = [stalls[n % len(stalls)].future(never_sends(), metadata=metadata, timeout=10) for n in range(count)]
-    try:
-        time.sleep(0.5)  # until the server has taken every call
-        yield calls
-    finally:
-        release.set()
-        for call in calls:
-            call.cancel()
-        for channel in channels:
-            channel.close()
-
-
 def test_stalled_request_streams_do_not_stop_others_being_served(
     todo_server: TodoServer, settings: Settings, alice: User
 ) -> None:
@@ -245,7 +215,7 @@ def test_stalled_request_streams_do_not_stop_others_being_served(
 
 
 def test_open_health_watches_do_not_stop_others_being_served(todo_server: TodoServer, alice: User) -> None:
-    channel = _own_connection(todo_server.port)
+    channel = own_connection(todo_server.port)
     watch = health_pb2_grpc.HealthStub(channel).Watch
     # As many as one address may hold (4 x the test server's --max-workers); past it they are refused
     # (tests/test_tokenless_crowding.py).

@@ -7,13 +7,10 @@ its deadline or its connection's max age (31 min). These tests make the calls an
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import socket
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -24,36 +21,8 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 from server.app import run_server
 from server.config import Settings
 from server.limits import PUBLIC_CALLS_PER_PEER
+from tests.stalled_calls import CALLS_PER_CONNECTION, own_connection, stalled_calls
 from tests.support import User, failure_of
-
-_GET_TASK = "/todo.v1.TaskService/GetTask"
-
-
-def _own_connection(target: str) -> grpc.Channel:
-    """A channel on a connection of its own (channels with equal options share one by default)."""
-    return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-
-
-@contextlib.contextmanager
-def _calls_that_never_send_their_message(target: str, count: int, metadata: Any) -> Iterator[list[grpc.Future]]:
-    """`count` GetTask calls that send HEADERS and then nothing (no message, no end of stream) for 10 s."""
-    release = threading.Event()
-
-    def never_sends() -> Iterator[bytes]:
-        release.wait(10)
-        yield from ()
-
-    channels = [_own_connection(target) for _ in range((count + 49) // 50)]  # 100 streams per connection
-    stalls = [channel.stream_unary(_GET_TASK) for channel in channels]
-    calls = [stalls[n % len(stalls)].future(never_sends(), metadata=metadata, timeout=10) for n in range(count)]
-    try:
-        yield calls
-    finally:
-        release.set()
-        for call in calls:
-            call.cancel()
-        for channel in channels:
-            channel.close()
 
 
 @pytest.mark.parametrize(
@@ -68,7 +37,7 @@ def test_a_call_without_a_valid_token_is_refused_before_its_request_message(
     with run_server(limited) as server:
         target = f"127.0.0.1:{server.port}"
         # Twice the server's limit: before, they all waited for their messages, and alice was refused.
-        with _calls_that_never_send_their_message(target, 2 * limited.max_concurrent_rpcs, metadata) as calls:
+        with stalled_calls(server.port, 2 * limited.max_concurrent_rpcs, metadata) as calls:
             codes = {call.exception(timeout=5).code() for call in calls}  # type: ignore[union-attr]
             assert codes == {grpc.StatusCode.UNAUTHENTICATED}
             with grpc.insecure_channel(target) as channel:
@@ -78,10 +47,9 @@ def test_a_call_without_a_valid_token_is_refused_before_its_request_message(
 def test_public_calls_from_one_client_leave_room_for_everyone_else(settings: Settings, alice: User) -> None:
     limited = dataclasses.replace(settings, listen="[::]:0", max_concurrent_rpcs=1000)
     with run_server(limited) as server:
-        # As many health Watch streams as the server runs calls (50 per connection, as a connection carries
-        # at most 100 calls at once): before, every later call was refused.
+        # As many health Watch streams as the server runs calls: before, every later call was refused.
         count = limited.max_concurrent_rpcs
-        attackers = [_own_connection(f"127.0.0.1:{server.port}") for _ in range(count // 50)]
+        attackers = [own_connection(server.port) for _ in range(count // CALLS_PER_CONNECTION)]
         watchers = [health_pb2_grpc.HealthStub(channel).Watch for channel in attackers]
         watches = [watchers[n % len(watchers)](health_pb2.HealthCheckRequest(), timeout=10) for n in range(count)]
         try:
@@ -109,7 +77,7 @@ def test_public_calls_from_one_client_leave_room_for_everyone_else(settings: Set
 
 
 def test_public_calls_are_served_again_once_the_held_ones_end(settings: Settings) -> None:
-    with run_server(settings) as server, _own_connection(f"127.0.0.1:{server.port}") as channel:
+    with run_server(settings) as server, own_connection(server.port) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(PUBLIC_CALLS_PER_PEER)]
         for call in watches:
