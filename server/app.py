@@ -238,7 +238,8 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, (TASK_SERVICE, health.SERVICE_NAME))
+    if settings.reflection:
+        enable_reflection(server, (TASK_SERVICE, health.SERVICE_NAME))
     port = _add_port(server, settings)
     if port == 0:
         raise ConfigError(

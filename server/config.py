@@ -86,6 +86,8 @@ class Settings:
     health_check_seconds: float = 5.0
     tracing: bool = False
     service_name: str = "todo-tasks"
+    # Server reflection (what `grpcurl list` and `describe` read): on, so a developer can poke the server.
+    reflection: bool = True
     # Both set: serve TLS with this PEM chain and key; both None: plaintext.
     tls_certificate_chain: bytes | None = None
     tls_private_key: Secret | None = None
@@ -174,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TODO_LOG_LEVEL; default INFO)")
     parser.add_argument("--log-format", help="text or json (TODO_LOG_FORMAT; default text)")
+    parser.add_argument(
+        "--no-reflection",
+        action="store_true",
+        help="turn server reflection off, for a deployment that wants its API surface unlisted "
+        "(TODO_REFLECTION=0; default on)",
+    )
     parser.add_argument(
         "--metrics-listen",
         help="serve Prometheus metrics over HTTP on this host:port, e.g. 0.0.0.0:9464 (TODO_METRICS_LISTEN; "
@@ -500,6 +508,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         metrics_listen=args.metrics_listen or env.get("TODO_METRICS_LISTEN") or None,
         health_check_seconds=_positive("--health-check-seconds", health_check_seconds),
         tracing=_tracing_requested(env),
+        reflection=not args.no_reflection and _flag("TODO_REFLECTION", env.get("TODO_REFLECTION", "1")),
         service_name=env.get("OTEL_SERVICE_NAME") or "todo-tasks",
         tls_certificate_chain=tls_chain,
         tls_private_key=tls_key,

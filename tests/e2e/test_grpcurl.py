@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import BIN, ServerProcess, run
+from tests.e2e.conftest import BIN, ServerProcess, run, start_server, stop_server
+
+REPO = Path(__file__).resolve().parents[2]
+_CREATE_TASK = "todo.v1.TaskService/CreateTask"
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +96,22 @@ def test_a_short_secret_is_refused_at_start() -> None:
     assert result.returncode == 2
     assert "at least 32" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_no_reflection_unlists_the_api_and_the_proto_file_still_works(grpcurl: str, tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--no-reflection")
+    try:
+        listed = run(grpcurl, "-plaintext", server.address, "list")
+        assert listed.returncode != 0
+        assert "does not support the reflection API" in listed.stderr
+        proto = ("-import-path", str(REPO / "protos"), "-proto", "todo/v1/task_service.proto")
+        headers = ("-H", f"authorization: Bearer {mint(server, 'alice')}")
+        body = json.dumps({"parent": "users/me", "task": {"title": "without reflection"}})
+        created = run(grpcurl, "-plaintext", *proto, *headers, "-d", body, server.address, _CREATE_TASK)
+        assert created.returncode == 0, created.stderr
+        assert json.loads(created.stdout)["task"]["title"] == "without reflection"
+        with grpc.insecure_channel(server.address) as channel:  # health is served as before
+            check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        assert stop_server(server) == 0
