@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import BIN, ServerProcess, run
-from tests.support import mint_token
+from tests.support import mint_token, unused_port
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +59,17 @@ def test_the_cli_walkthrough_runs(server: ServerProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert "Buy oat milk" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("deleted ")
+
+
+def test_the_tls_walkthrough_runs(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("the TLS walkthrough needs openssl on PATH")
+    script = readme_block("**TLS and mutual TLS, to try them**", "sh")
+    # Its files in a scratch directory, a free port, and the secret from the environment (no .env here).
+    script = script.replace("dev-tls", str(tmp_path / "dev-tls")).replace("tls-try.db", str(tmp_path / "t.db"))
+    script = script.replace("50053", str(unused_port())).replace("set -a && . ./.env && set +a", "")
+    env = {**os.environ, "BETTER_AUTH_SECRET": secrets.token_urlsafe(48)}
+    result = run("bash", "-euo", "pipefail", "-c", f"cd {REPO}\n{script}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Over mutual TLS" in result.stdout
+    assert "todo.v1.TaskService" in result.stdout  # grpcurl's list, over mutual TLS
