@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -71,6 +72,10 @@ def list_request(
     return request
 
 
+# The fields an update may reset to empty (a title is required, and `completed` is set to false instead).
+CLEARABLE_FIELDS = ("due_time", "priority", "description")
+
+
 def update_request(
     name: str,
     *,
@@ -80,8 +85,10 @@ def update_request(
     priority: PriorityLike | None = None,
     due_time: datetime | None = None,
     etag: str = "",
+    clear: Iterable[str] = (),
 ) -> pb.UpdateTaskRequest:
-    """An update of exactly the fields given: the update mask lists them."""
+    """An update of exactly the fields given: the update mask lists them. `clear` names fields to reset
+    (no due date, no priority, no description): in the mask, unset in the task."""
     task = pb.Task(name=task_name(name), etag=etag)
     paths: list[str] = []
     for field, value in (("title", title), ("description", description), ("completed", completed)):
@@ -94,6 +101,12 @@ def update_request(
     if due_time is not None:
         task.due_time.CopyFrom(_timestamp(due_time))
         paths.append("due_time")
+    for field in clear:
+        if field not in CLEARABLE_FIELDS:
+            raise ValueError(f"cannot clear {field!r}: only {', '.join(CLEARABLE_FIELDS)}")
+        if field in paths:
+            raise ValueError(f"{field} is both set and cleared")
+        paths.append(field)
     if not paths:
         raise ValueError("nothing to update: pass at least one of title, description, completed, ...")
     return pb.UpdateTaskRequest(task=task, update_mask=field_mask_pb2.FieldMask(paths=paths))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -157,9 +157,11 @@ class TaskClient(ActsForCaller[Callable[[], str]]):
         priority: PriorityLike | None = None,
         due_time: datetime | None = None,
         etag: str = "",
+        clear: Iterable[str] = (),
         timeout: float | None = None,
     ) -> pb.Task:
-        """Changes the fields given (and only those). With `etag`, fails with Aborted if the task changed."""
+        """Changes the fields given (and only those); `clear` resets some to empty (`"due_time"`,
+        `"priority"`, `"description"`). With `etag`, fails with Aborted if the task changed."""
         request = update_request(
             name,
             title=title,
@@ -168,6 +170,7 @@ class TaskClient(ActsForCaller[Callable[[], str]]):
             priority=priority,
             due_time=due_time,
             etag=etag,
+            clear=clear,
         )
         return self._call(self._stub.UpdateTask, request, timeout).task
 

@@ -125,6 +125,10 @@ def _set_completed(completed: bool) -> Callable[[TaskClient, argparse.Namespace]
     return run
 
 
+# `todo edit --clear NAME` → the field it resets.
+_CLEARABLE = {"due": "due_time", "priority": "priority", "description": "description"}
+
+
 def _edit(client: TaskClient, args: argparse.Namespace) -> None:
     changes = {
         "title": args.title,
@@ -133,9 +137,14 @@ def _edit(client: TaskClient, args: argparse.Namespace) -> None:
         "due_time": args.due,
     }
     changes = {field: value for field, value in changes.items() if value is not None}
-    if not changes:
-        raise CliError("nothing to change: pass --title, --description, --priority or --due", EXIT_USAGE)
-    _show_one(args, client.update_task(_resolve(client, args.id), **changes))  # type: ignore[arg-type]
+    cleared = [_CLEARABLE[name] for name in dict.fromkeys(args.clear or ())]
+    for name in args.clear or ():
+        if _CLEARABLE[name] in changes:
+            raise CliError(f"--{name} and --clear {name}: pick one", EXIT_USAGE)
+    if not changes and not cleared:
+        raise CliError("nothing to change: pass --title, --description, --priority, --due or --clear", EXIT_USAGE)
+    task = client.update_task(_resolve(client, args.id), clear=cleared, **changes)  # type: ignore[arg-type]
+    _show_one(args, task)
 
 
 def _rm(client: TaskClient, args: argparse.Namespace) -> None:
@@ -235,3 +244,6 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     edit.add_argument("id", help="task id, or a unique prefix of it")
     edit.add_argument("--title")
     task_fields(edit)
+    edit.add_argument(
+        "--clear", action="append", choices=list(_CLEARABLE), help="remove the due date, priority or description"
+    )

@@ -93,6 +93,18 @@ def test_add_list_done_undo_edit_remove(capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.usefixtures("signed_in")
+def test_edit_clears_a_due_date_and_a_priority(capsys: pytest.CaptureFixture[str]) -> None:
+    task = todo_json(capsys, "add", "Dentist", "--priority", "high", "--due", "2030-01-02T09:30+00:00")
+    task_id = task["name"].rsplit("/", 1)[1]  # type: ignore[index]
+    cleared = todo_json(capsys, "edit", task_id, "--clear", "due", "--clear", "priority")
+    assert isinstance(cleared, dict)
+    assert "due_time" not in cleared
+    assert cleared.get("priority", "PRIORITY_UNSPECIFIED") == "PRIORITY_UNSPECIFIED"
+    status, _, err = todo(capsys, "edit", task_id, "--due", "2030-01-03", "--clear", "due")
+    assert (status, err.strip()) == (EXIT_USAGE, "todo: --due and --clear due: pick one")
+
+
+@pytest.mark.usefixtures("signed_in")
 def test_an_ambiguous_or_unknown_prefix_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     ids = [todo_json(capsys, "add", f"t{n}")["name"].rsplit("/", 1)[1] for n in range(17)]  # type: ignore[index]
     # 17 ids over 16 hex digits: two share a first digit.

@@ -81,6 +81,20 @@ def test_create_get_update_delete_round_trip(connect: Callable[..., TaskClient])
     assert raised.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def test_update_can_clear_the_due_date_priority_and_description(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    due = datetime(2030, 1, 2, 9, 30, tzinfo=UTC)
+    task = client.create_task("Dentist", priority="high", due_time=due, description="bring the card")
+    cleared = client.update_task(task.name, clear=["due_time", "priority", "description"])
+    assert not cleared.HasField("due_time")
+    assert (cleared.priority, cleared.description, cleared.title) == (pb.PRIORITY_UNSPECIFIED, "", "Dentist")
+    assert client.get_task(task.name) == cleared
+    with pytest.raises(ValueError, match="both set and cleared"):
+        client.update_task(task.name, due_time=due, clear=["due_time"])
+    with pytest.raises(ValueError, match="cannot clear 'title'"):
+        client.update_task(task.name, clear=["title"])
+
+
 def test_iter_tasks_walks_every_page_with_filters(connect: Callable[..., TaskClient]) -> None:
     client = connect()
     titles = [f"task {n}" for n in range(5)]
