@@ -20,14 +20,14 @@ from server.auth.jwks import JwksCache
 from server.auth.tokens import TokenVerifier
 from server.auth.verified_cache import VerifiedTokenCache
 from server.call_deadline import begin_drain
+from server.call_limits import CallerCallsLimit, PublicCallsLimit
 from server.call_pipeline import CallPipeline, Layer
 from server.config import ConfigError, Settings, masked_database_url
 from server.db.repository import TaskRepository
 from server.db.session import Database
 from server.deadline_interceptor import DeadlineInterceptor
-from server.limits import PUBLIC_CALLS_PER_PEER, PUBLIC_CALLS_SHARE, server_options
+from server.limits import caller_calls_limit, public_calls_limits, server_options
 from server.metrics import MetricsInterceptor, ServerMetrics, serve_metrics
-from server.public_calls import PublicCallsLimit
 from server.readiness import Readiness
 from server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from server.request_decoding import RequestDecodingInterceptor
@@ -208,6 +208,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     database = _open_database(settings)
     closers.append(database.dispose)
     metrics.watch_pool(database.engine.pool)
+    public_limit, public_per_peer = public_calls_limits(settings.max_concurrent_rpcs)
     server = grpc.server(
         ElasticThreadPool(max_threads=settings.max_concurrent_rpcs),
         interceptors=[
@@ -220,8 +221,9 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
                     MetricsInterceptor(metrics),
                     AccessLogInterceptor(trace_id_of=trace_id_of),
                     ErrorStatusInterceptor(on_error=metrics.record_error),
-                    PublicCallsLimit(PUBLIC_SERVICES, **_public_call_limits(settings)),
+                    PublicCallsLimit(PUBLIC_SERVICES, limit=public_limit, per_peer=public_per_peer),
                     AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
+                    CallerCallsLimit(PUBLIC_SERVICES, limit=caller_calls_limit(settings.max_concurrent_rpcs)),
                 ],
                 # Once the request message is in.
                 after_request=[
@@ -270,11 +272,6 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         closers=closers,
         jwks=verifier.jwks,
     )
-
-
-def _public_call_limits(settings: Settings) -> dict[str, int]:
-    limit = max(1, int(settings.max_concurrent_rpcs * PUBLIC_CALLS_SHARE))
-    return {"limit": limit, "per_peer": min(PUBLIC_CALLS_PER_PEER, limit)}
 
 
 def _add_port(server: grpc.Server, settings: Settings) -> int:

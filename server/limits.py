@@ -24,11 +24,28 @@ MAX_METADATA_BYTES = 16 * 1024
 # Calls to the public services (health, reflection: no token needed) in flight: at most this share of the
 # server's calls in flight, and at most PUBLIC_CALLS_PER_PEER from one address. Health Watch streams and
 # calls that never send their message hold their place for up to 31 minutes; without a bound, one client
-# without a token held all 1000 and every signed-in user was refused (server/public_calls.py). Per address,
+# without a token held all 1000 and every signed-in user was refused (server/call_limits.py). Per address,
 # so that such a client leaves room for the kubelet's health probes; 16, since each channel of a client
 # that checks health (gRFC A17) holds a Watch stream.
 PUBLIC_CALLS_SHARE = 0.1
 PUBLIC_CALLS_PER_PEER = 16
+# Calls one signed-in user (one token `sub`) may have in flight: a tenth of the server's, 100 by default.
+# A browser user can read their own JWT; with it, calls that never send their message held all 1000. A page
+# render makes a handful of calls at once; a hundred is far past what one user's pages need.
+CALLER_CALLS_SHARE = 0.1
+
+
+def public_calls_limits(max_concurrent_rpcs: int) -> tuple[int, int]:
+    """(public calls in flight in all, from one address) for a server running `max_concurrent_rpcs`."""
+    limit = max(1, int(max_concurrent_rpcs * PUBLIC_CALLS_SHARE))
+    return limit, min(PUBLIC_CALLS_PER_PEER, limit)
+
+
+def caller_calls_limit(max_concurrent_rpcs: int) -> int:
+    """Calls one signed-in user may have in flight on a server running `max_concurrent_rpcs`."""
+    return max(1, int(max_concurrent_rpcs * CALLER_CALLS_SHARE))
+
+
 # Concurrent calls on one HTTP/2 connection; more wait in the client until one ends.
 MAX_CONCURRENT_STREAMS = 100
 # A connection is closed (GOAWAY) this long after it opened, so load rebalances over replicas and a

@@ -20,8 +20,9 @@ def own_connection(port: int) -> grpc.Channel:
 
 
 @contextlib.contextmanager
-def stalled_calls(port: int, count: int, metadata: Any) -> Iterator[list[grpc.Future]]:
-    """`count` GetTask calls that send HEADERS and then nothing (no message, no end of stream) for 10 s."""
+def stalled_calls(port: int, count: int, *metadata: Any) -> Iterator[list[grpc.Future]]:
+    """`count` GetTask calls that send HEADERS and then nothing (no message, no end of stream) for 10 s,
+    with each `metadata` in turn (several callers' tokens, say)."""
     release = threading.Event()
 
     def never_sends() -> Iterator[bytes]:
@@ -30,7 +31,10 @@ def stalled_calls(port: int, count: int, metadata: Any) -> Iterator[list[grpc.Fu
 
     channels = [own_connection(port) for _ in range((count + CALLS_PER_CONNECTION - 1) // CALLS_PER_CONNECTION)]
     stalls = [channel.stream_unary("/todo.v1.TaskService/GetTask") for channel in channels]
-    calls = [stalls[n % len(stalls)].future(never_sends(), metadata=metadata, timeout=10) for n in range(count)]
+    calls = [
+        stalls[n % len(stalls)].future(never_sends(), metadata=metadata[n % len(metadata)], timeout=10)
+        for n in range(count)
+    ]
     try:
         time.sleep(0.5)  # until the server has taken every call
         yield calls

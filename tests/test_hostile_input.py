@@ -233,15 +233,19 @@ def test_open_health_watches_do_not_stop_others_being_served(todo_server: TodoSe
         channel.close()
 
 
-def test_calls_past_the_concurrent_rpc_limit_are_refused_at_once(settings: Settings, alice: User) -> None:
+def test_calls_past_the_concurrent_rpc_limit_are_refused_at_once(
+    settings: Settings, alice: User, make_user: Callable[[str], User]
+) -> None:
     limited = dataclasses.replace(settings, max_concurrent_rpcs=40)
+    # Ten users, each within their own bound (server/call_limits.py), fill the server together.
+    crowd = [make_user(f"crowd{n}").metadata for n in range(10)]
     with run_server(limited) as server, grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.TaskServiceStub(channel)
 
         def list_tasks() -> pb.ListTasksResponse:
             return stub.ListTasks(pb.ListTasksRequest(parent="users/me"), metadata=alice.metadata, timeout=5)
 
-        with stalled_calls(server.port, limited.max_concurrent_rpcs, alice.metadata) as stalled:
+        with stalled_calls(server.port, limited.max_concurrent_rpcs, *crowd) as stalled:
             started = time.monotonic()
             failure = failure_of(list_tasks)
             assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -20,7 +20,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import run_server
 from server.config import Settings
-from server.limits import PUBLIC_CALLS_PER_PEER
+from server.limits import PUBLIC_CALLS_PER_PEER, caller_calls_limit
 from tests.stalled_calls import CALLS_PER_CONNECTION, own_connection, stalled_calls
 from tests.support import User, failure_of
 
@@ -125,3 +125,21 @@ def _ipv6_loopback_works() -> bool:
     except OSError:
         return False
     return True
+
+
+def test_one_signed_in_user_cannot_hold_every_call_in_flight(settings: Settings, alice: User, bob: User) -> None:
+    # A browser user can read their own JWT (Better Auth's /api/auth/token): with the gRPC port within
+    # reach, calls that never send their message held every place, and everyone else was refused.
+    limited = dataclasses.replace(settings, max_concurrent_rpcs=40)
+    with (
+        run_server(limited) as server,
+        stalled_calls(server.port, limited.max_concurrent_rpcs, alice.metadata) as stalled,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        refused = [call for call in stalled if call.done()]
+        assert refused, "every one of alice's stalled calls was held"
+        failure = failure_of(refused[0].result)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "CALLER_CALLS_EXHAUSTED")
+        assert len(stalled) - len(refused) == caller_calls_limit(limited.max_concurrent_rpcs)
+        _on(channel, bob).list_tasks()  # served
+        assert failure_of(lambda: _on(channel, alice).list_tasks()).code == grpc.StatusCode.RESOURCE_EXHAUSTED
