@@ -215,7 +215,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
             *interceptors,
             # Outermost first. One interceptor for all of them: each method's handler is built once.
             CallPipeline(
-                # At dispatch: a call without a valid token, or one public call too many, ends at once.
+                # At dispatch: a call without a valid token, or one too many (public, or one user's), ends at once.
                 before_request=[
                     *layers,
                     MetricsInterceptor(metrics),

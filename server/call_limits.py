@@ -38,17 +38,18 @@ def peer_address(peer: str) -> str:
 
 
 class _CountedCalls(Layer, abc.ABC):
-    """Counts the calls it applies to while they are in flight, in all and per key; refuses one past either
-    bound. Subclasses say which calls count, what their key is, and how a refusal reads."""
+    """Counts the calls it applies to while they are in flight, per key and (unless `limit` is None) in all;
+    refuses one past either bound. Subclasses say which calls count, what their key is, and how a refusal
+    reads."""
 
-    def __init__(self, *, limit: int, per_key: int) -> None:
-        if limit < 1 or per_key < 1:
+    def __init__(self, *, limit: int | None, per_key: int) -> None:
+        if (limit is not None and limit < 1) or per_key < 1:
             raise ValueError(f"call limits must be at least 1, not {limit} and {per_key}")
         self._limit = limit
         self._per_key = per_key
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._by_key: dict[str, int] = {}  # only keys with calls in flight: at most `limit` of them
+        self._by_key: dict[str, int] = {}  # only keys with calls in flight
 
     @abc.abstractmethod
     def counts(self, method: str) -> bool:
@@ -94,7 +95,8 @@ class _CountedCalls(Layer, abc.ABC):
         key = self.key(context)
         with self._lock:
             from_key = self._by_key.get(key, 0)
-            if self._in_flight >= self._limit or from_key >= self._per_key:
+            over_all = self._limit is not None and self._in_flight >= self._limit
+            if over_all or from_key >= self._per_key:
                 raise self.refusal(key_over=from_key >= self._per_key)
             self._in_flight += 1
             self._by_key[key] = from_key + 1
@@ -137,7 +139,7 @@ class CallerCallsLimit(_CountedCalls):
     AuthInterceptor, which sets the caller; calls to `public_services` are not counted."""
 
     def __init__(self, public_services: frozenset[str], *, limit: int) -> None:
-        super().__init__(limit=2**62, per_key=limit)  # no bound over all callers: grpcio's own applies
+        super().__init__(limit=None, per_key=limit)  # over all callers, grpcio's max_concurrent_rpcs applies
         self._public_services = public_services
 
     def counts(self, method: str) -> bool:
