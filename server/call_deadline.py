@@ -46,13 +46,17 @@ def drain_ends_at() -> float | None:
     return _drain_ends_at
 
 
+def sooner(call_expires_at: float | None, drain_ends_at: float | None) -> float | None:
+    """The sooner of a call's deadline and the drain's end (time.monotonic()); None when there is neither."""
+    if drain_ends_at is None:
+        return call_expires_at
+    return drain_ends_at if call_expires_at is None or drain_ends_at < call_expires_at else call_expires_at
+
+
 def expires_at() -> float | None:
     """When the running call must be done with the database (time.monotonic()): its deadline or the drain's
     end, whichever is sooner; None when there is neither."""
-    call, drain = _expires_at.get(), _drain_ends_at
-    if drain is None:
-        return call
-    return drain if call is None or drain < call else call
+    return sooner(_expires_at.get(), _drain_ends_at)
 
 
 def remaining_seconds() -> float | None:

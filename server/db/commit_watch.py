@@ -43,9 +43,7 @@ class _Commit:
     def expires_at(self, drain_ends_at: float | None) -> float | None:
         if self.resend_at is not None:
             return self.resend_at
-        if drain_ends_at is None or (self.call_expires_at is not None and self.call_expires_at < drain_ends_at):
-            return self.call_expires_at
-        return drain_ends_at
+        return call_deadline.sooner(self.call_expires_at, drain_ends_at)
 
 
 class CommitWatch:
