@@ -3,6 +3,7 @@
 from client.async_task_client import AsyncTaskClient
 from client.errors import (
     Aborted,
+    AlreadyExists,
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
@@ -16,6 +17,7 @@ from client.task_client import TaskClient
 
 __all__ = [
     "Aborted",
+    "AlreadyExists",
     "AsyncTaskClient",
     "DeadlineExceeded",
     "InvalidArgument",

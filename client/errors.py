@@ -50,6 +50,11 @@ class NotFound(TaskServiceError):
     """The caller has no task by that name."""
 
 
+class AlreadyExists(TaskServiceError):
+    """create_task's `request_id` already made a task from a different request (reason REQUEST_ID_REUSED): a
+    new task needs a new request_id. Only a retry of the same request returns the first task."""
+
+
 class Aborted(TaskServiceError):
     """The `etag` sent is stale: someone changed the task since it was read. Read it again."""
 
@@ -76,6 +81,7 @@ _CLASSES: dict[grpc.StatusCode, type[TaskServiceError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }

@@ -57,6 +57,15 @@ class NotFound(TodoError):
     reason = "TASK_NOT_FOUND"
 
 
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+
+
+class AlreadyExists(TodoError):
+    """A create conflicts with what is stored: its request_id already made a task from a different request."""
+
+    reason = REQUEST_ID_REUSED
+
+
 class Aborted(TodoError):
     """A concurrent change won; re-read and retry."""
 

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from server.call_pipeline import Layer
 from server.errors import (
     Aborted,
+    AlreadyExists,
     CommitOutcomeUnknown,
     DeadlineExceeded,
     InvalidArgument,
@@ -38,6 +39,7 @@ _CODES: dict[type[TodoError], int] = {
     PermissionDenied: code_pb2.PERMISSION_DENIED,
     NotFound: code_pb2.NOT_FOUND,
     Aborted: code_pb2.ABORTED,
+    AlreadyExists: code_pb2.ALREADY_EXISTS,
     Unavailable: code_pb2.UNAVAILABLE,
     ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     CommitOutcomeUnknown: code_pb2.UNKNOWN,  # not retried by gRPC's policies: the caller reads back first

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,6 +58,14 @@ class TaskFields:
     completed: bool = False
     priority: Priority = Priority.UNSPECIFIED
     due_time: datetime | None = None
+
+    def fingerprint(self) -> str:
+        """What a CreateTask with these fields asks for, in 32 hex digits: a retry with its request_id must ask
+        for the same task. Of the validated values, so spelling (white space trimmed, nanoseconds below the
+        stored microsecond) changes nothing."""
+        due = None if self.due_time is None else self.due_time.isoformat()
+        values = [self.title, self.description, self.completed, int(self.priority), due]
+        return hashlib.blake2b(json.dumps(values).encode(), digest_size=16).hexdigest()
 
 
 # Which TaskFields an update changes; the names are the proto field names of `update_mask`.

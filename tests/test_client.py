@@ -22,6 +22,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from client import (
     Aborted,
+    AlreadyExists,
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
@@ -122,6 +123,17 @@ def test_the_client_fills_request_id_so_a_repeated_create_is_one_task(connect: C
     assert client.create_task("once", request_id=request_id) == first
     # Without one, each call gets its own UUID: two creates are two tasks.
     assert client.create_task("twice").name != client.create_task("twice").name
+
+
+def test_a_request_id_reused_for_another_task_raises_already_exists(connect: Callable[..., TaskClient]) -> None:
+    client = connect()
+    reused = "0b5ad7a2-4f7e-4d64-9a51-3c1e4f0f2b77"
+    first = client.create_task("buy milk", request_id=reused)
+    with pytest.raises(AlreadyExists) as raised:
+        client.create_task("pay rent", request_id=reused)
+    assert (raised.value.code, raised.value.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    assert raised.value.request_id == reused
+    assert [task.title for task in client.iter_tasks()] == [first.title]
 
 
 def test_bad_fields_raise_invalid_argument_with_violations(connect: Callable[..., TaskClient]) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from sqlalchemy import text
 from todo.v1 import task_service_pb2 as pb
 
+from server.app import TodoServer
 from server.services.task_messages import MAX_PAGE_BYTES
 from server.tasks import DESCRIPTION_MAX_LENGTH
 from tests.support import User, failure_of
@@ -130,6 +133,101 @@ def test_create_with_same_request_id_returns_the_first_task(alice: User) -> None
     again = alice.create_task("once", request_id=request_id)
     assert again == first
     assert alice.list_tasks().total_size == 1
+
+
+def test_a_request_id_reused_for_another_task_is_refused_and_keeps_the_first(alice: User) -> None:
+    """AIP-155 promises that a request_id names one request: a second, different one sent with it is a client bug
+    (a reused UUID), and answering with the first task would tell it that its task was saved when it was not."""
+    request_id = str(uuid.uuid4())
+    first = alice.create_task("buy milk", request_id=request_id)
+    failure = failure_of(lambda: alice.create_task("pay rent", request_id=request_id))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    assert request_id in failure.message
+    assert [task.name for task in alice.all_tasks()] == [first.name]
+    assert alice.get_task(first.name) == first
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param({"description": "with oat milk"}, id="description"),
+        pytest.param({"completed": True}, id="completed"),
+        pytest.param({"priority": pb.PRIORITY_HIGH}, id="priority"),
+        pytest.param({"due_time": stamp(datetime(2030, 1, 1, tzinfo=UTC))}, id="due_time"),
+    ],
+)
+def test_a_request_id_reused_with_any_field_changed_is_refused(alice: User, other: dict) -> None:
+    request_id = str(uuid.uuid4())
+    alice.create_task("buy milk", request_id=request_id)
+    failure = failure_of(lambda: alice.create_task("buy milk", request_id=request_id, **other))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    assert alice.list_tasks().total_size == 1
+
+
+def test_a_retry_written_differently_but_meaning_the_same_task_returns_it(alice: User) -> None:
+    """What is compared is the task the request asks for, not its bytes: the parent's alias, the white space
+    trimmed from the title, nanoseconds below the microsecond stored and output-only fields change nothing."""
+    request_id = str(uuid.uuid4())
+    due = timestamp_pb2.Timestamp(seconds=1_900_000_000, nanos=123_456_000)
+    first = alice.create_task("buy milk", request_id=request_id, due_time=due)
+    retried_due = timestamp_pb2.Timestamp(seconds=1_900_000_000, nanos=123_456_789)
+    again = alice.create_task(
+        "  buy milk ",
+        parent=f"users/{alice.user_id}",
+        request_id=request_id.upper(),
+        due_time=retried_due,
+        etag="anything",
+        name="users/me/tasks/whatever",
+    )
+    assert again == first
+
+
+def test_a_retry_after_the_task_changed_returns_it_as_it_is_now(alice: User) -> None:
+    """AIP-155's stale success: the retry is compared with the request that made the task, not with the task."""
+    request_id = str(uuid.uuid4())
+    first = alice.create_task("buy milk", request_id=request_id)
+    changed = alice.update_task(pb.Task(name=first.name, title="buy oat milk", completed=True), ["*"])
+    assert alice.create_task("buy milk", request_id=request_id) == changed
+    failure = failure_of(lambda: alice.create_task("buy oat milk", request_id=request_id, completed=True))
+    assert failure.code == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_concurrent_creates_with_one_request_id_make_one_task_and_refuse_the_other_bodies(alice: User) -> None:
+    request_id = str(uuid.uuid4())
+    titles = ["first", "second"] * 6
+    outcomes: dict[int, object] = {}
+
+    def create(index: int) -> None:
+        try:
+            outcomes[index] = alice.create_task(titles[index], request_id=request_id)
+        except grpc.RpcError as error:
+            outcomes[index] = error.code()
+
+    threads = [threading.Thread(target=create, args=(index,)) for index in range(len(titles))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [task] = alice.all_tasks()
+    for index, outcome in outcomes.items():
+        expected = task if titles[index] == task.title else grpc.StatusCode.ALREADY_EXISTS
+        assert outcome == expected, (titles[index], outcome)
+
+
+def test_a_task_made_before_requests_were_remembered_is_returned_to_any_retry(
+    todo_server: TodoServer, alice: User
+) -> None:
+    """Tasks created before migration 0002 (or by a replica still on 0001) have no fingerprint: their retries
+    are answered as before the check, not refused."""
+    request_id = str(uuid.uuid4())
+    first = alice.create_task("buy milk", request_id=request_id)
+    with todo_server.database.engine.begin() as connection:
+        forgotten = connection.execute(
+            text("UPDATE tasks SET request_fingerprint = NULL WHERE request_id = :request_id"),
+            {"request_id": request_id},
+        )
+        assert forgotten.rowcount == 1
+    assert alice.create_task("pay rent", request_id=request_id) == first
 
 
 def test_request_ids_are_per_user(alice: User, bob: User) -> None:

@@ -51,6 +51,9 @@ class Task(OwnedByUser, Base):
     complete_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The CreateTask request_id that made this task, so a retried create finds it instead of adding a twin.
     request_id: Mapped[str | None] = mapped_column(String(36))
+    # TaskFields.fingerprint() of that request: a retry must ask for the same task. None on tasks made before
+    # migration 0002, whose retries are not compared.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(32))
     # Bumped by SQLAlchemy on every UPDATE and checked in its WHERE clause: concurrent writers can't both win.
     revision: Mapped[int] = mapped_column()
 

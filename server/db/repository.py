@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, exc, func, or_, select,
 
 from server.db.models import Task
 from server.db.session import Database
-from server.errors import Aborted, NotFound
+from server.errors import Aborted, AlreadyExists, NotFound
 from server.identity import current_user_id
 from server.tasks import Cursor, Priority, SortField, TaskFields, TaskFilter, TaskPage, TaskRecord
 
@@ -48,7 +48,10 @@ _RECORD_COLUMNS = (
     Task.revision,
 )
 _RECORD_BY_ID = select(*_RECORD_COLUMNS).where(Task.id == bindparam("task_id"))
-_RECORD_BY_REQUEST_ID = select(*_RECORD_COLUMNS).where(Task.request_id == bindparam("request_id"))
+# The task a request_id made, and what that request asked for (TaskFields.fingerprint), last.
+_RECORD_BY_REQUEST_ID = select(*_RECORD_COLUMNS, Task.request_fingerprint).where(
+    Task.request_id == bindparam("request_id")
+)
 
 
 def new_task_id() -> str:
@@ -196,14 +199,17 @@ class TaskRepository:
         self._db = database
 
     def create(self, *, fields: TaskFields, request_id: str | None = None) -> TaskRecord:
-        """Stores a new task for the caller; with a `request_id` seen before, returns that task instead."""
-        if request_id is not None and (earlier := self._find_by_request_id(request_id)) is not None:
+        """Stores a new task for the caller. With a `request_id` the caller used before: returns that task
+        (as it is now) when `fields` are what that request asked for, else raises AlreadyExists."""
+        fingerprint = fields.fingerprint() if request_id is not None else None
+        if request_id is not None and (earlier := self._made_by(request_id, fingerprint)) is not None:
             return earlier
         now = _now()
         task = Task(
             id=new_task_id(),
             owner_id=current_user_id(),
             request_id=request_id,
+            request_fingerprint=fingerprint,
             title=fields.title,
             description=fields.description,
             completed=fields.completed,
@@ -220,13 +226,23 @@ class TaskRepository:
                 return _record(task)
         except exc.IntegrityError:
             # A retry with the same request_id committed first (perhaps on another replica): answer with it.
-            if request_id is not None and (earlier := self._find_by_request_id(request_id)) is not None:
+            if request_id is not None and (earlier := self._made_by(request_id, fingerprint)) is not None:
                 return earlier
             raise
 
-    def _find_by_request_id(self, request_id: str) -> TaskRecord | None:
+    def _made_by(self, request_id: str, fingerprint: str | None) -> TaskRecord | None:
+        """The caller's task that `request_id` made, or None; AlreadyExists if that request asked for another."""
         rows = self._db.fetch_owned(_RECORD_BY_REQUEST_ID, {"request_id": request_id})
-        return _record_of_row(rows[0]) if rows else None  # unique per owner: one row at most
+        if not rows:
+            return None
+        *columns, asked_for = rows[0]  # unique per owner: one row at most
+        record = _record_of_row(tuple(columns))
+        if asked_for is not None and asked_for != fingerprint:
+            raise AlreadyExists(
+                f"request_id {request_id} already made task {record.task_id} from a different request: "
+                "a new task needs a new request_id"
+            )
+        return record
 
     def get(self, *, task_id: str) -> TaskRecord:
         rows = self._db.fetch_owned(_RECORD_BY_ID, {"task_id": task_id})

@@ -117,8 +117,10 @@ class TaskServiceServicer:
 
         Returns INVALID_ARGUMENT if the title is empty or too long, the
         description is too long, or `request_id` is not a UUID; PERMISSION_DENIED
-        if `parent` is another user. Retrying with the same `request_id` returns
-        the task created by the first attempt instead of a second one.
+        if `parent` is another user; ALREADY_EXISTS (reason REQUEST_ID_REUSED) if
+        `request_id` already made a task from a request asking for other values.
+        Retrying with the same `request_id` and the same task returns the task
+        created by the first attempt (as it is now) instead of a second one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
