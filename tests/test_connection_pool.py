@@ -18,7 +18,7 @@ from todo.v1 import task_service_pb2 as pb
 from server.app import TodoServer
 from server.config import Settings
 from server.db.connections import POSTGRES_POOL_RECYCLE_SECONDS
-from tests.support import User, every_pooled_connection, failure_of
+from tests.support import User, every_pooled_connection, failure_of, wait_until
 
 # What the README promises (section "Database and migrations").
 _POOL_TIMEOUT_SECONDS = 5
@@ -304,14 +304,20 @@ def test_a_snapshot_read_whose_deadline_passed_while_it_waited_for_a_connection_
     """The deadline passes after the read got its connection but before its first statement, when the
     REPEATABLE READ, READ ONLY settings are made and not yet bounded: that connection must not reach a write."""
     engine = todo_server.database.engine
-    with every_pooled_connection(engine) as held:  # a leak, until one is given back
-        give_one_back = threading.Timer(1.0, held.pop().close)
-        give_one_back.start()
+    checked_out = threading.Event()
+
+    def slow_checkout(_dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        time.sleep(1.0)  # a checkout that ends after the call's deadline: the pool's wait no longer does
+        checked_out.set()
+
+    event.listen(engine.pool, "checkout", slow_checkout)
+    try:
         request = pb.ListTasksRequest(parent="users/me")
         failure = failure_of(lambda: alice.stub.ListTasks(request, metadata=alice.metadata, timeout=0.5))
         assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        give_one_back.join()
-        time.sleep(0.5)  # the server's call got the connection at 1 s, then found its deadline gone
-        assert engine.pool.checkedout() == len(held)
+        assert checked_out.wait(5)
+    finally:
+        event.remove(engine.pool, "checkout", slow_checkout)
+    assert wait_until(lambda: engine.pool.checkedout() == 0)  # the expired read gave its connection back
     assert _settings_of_every_pooled_connection(engine) == {_AS_A_WRITE_NEEDS}
     assert alice.create_task("written after the expired read").title == "written after the expired read"

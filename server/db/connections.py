@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, QueuePool, create_engine, event, exc
 from sqlalchemy.engine import make_url
+from sqlalchemy.util import queue as pool_queue
 
 from server.call_deadline import draining_first, remaining_seconds
 from server.errors import DeadlineExceeded, TodoError, Unavailable
@@ -78,6 +79,29 @@ def refuse_if_expired() -> None:
         raise _expired()
 
 
+class _CallBoundedQueue(pool_queue.Queue[Any]):
+    """The pool's idle connections. A call waits for one until the pool's timeout or its own deadline (or
+    the drain's end), whichever is sooner: past that it fails as `_expired()` says, having taken nothing,
+    instead of holding its thread and its turn for a caller who has gone."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        remaining = remaining_seconds()
+        if not block or remaining is None or (timeout is not None and timeout <= remaining):
+            return super().get(block, timeout)
+        if remaining <= 0:
+            raise _expired()
+        try:
+            return super().get(block, remaining)
+        except pool_queue.Empty:
+            raise _expired() from None
+
+
+class CallBoundedQueuePool(QueuePool):
+    """SQLAlchemy's QueuePool, whose checkout wait also ends at the running call's deadline."""
+
+    _queue_class = _CallBoundedQueue
+
+
 class ReadBlock(NamedTuple):
     """How one OwnedReads block sends its statements, and what undoes its settings before the connection
     goes back to the pool (None: nothing to undo)."""
@@ -112,7 +136,7 @@ def create_engine_for(url: str, *, pool_size: int) -> Engine:
                 "options": f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}",
             },
         }
-    return create_engine(url, **options)
+    return create_engine(url, poolclass=CallBoundedQueuePool, **options)
 
 
 def _create_private_file(path: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import grpc
 import pytest
@@ -19,7 +21,7 @@ from server.app import TodoServer
 from server.config import Settings
 from tests.faults.conftest import ScratchDatabase, fault_server
 from tests.faults.write_faults import At, write_fault
-from tests.support import User, every_pooled_connection, failure_of, mint_token
+from tests.support import User, every_pooled_connection, failure_of, mint_token, wait_until
 
 _DEADLINE = 0.5
 
@@ -50,6 +52,45 @@ def test_a_write_whose_deadline_passes_waiting_for_a_lock_is_not_kept(
     time.sleep(0.3)
     assert alice.list_tasks().total_size == 0
     assert alice.create_task("after the deadline").title == "after the deadline"
+
+
+_POOL_WAIT_CALLS = {
+    "CreateTask": lambda user, metadata: user.stub.CreateTask(
+        pb.CreateTaskRequest(parent="users/me", task=pb.Task(title="too late")),
+        metadata=metadata,
+        timeout=_DEADLINE,
+    ),
+    "GetTask": lambda user, metadata: user.stub.GetTask(
+        pb.GetTaskRequest(name=f"users/me/tasks/{'0' * 32}"), metadata=metadata, timeout=_DEADLINE
+    ),
+    "ListTasks": lambda user, metadata: user.stub.ListTasks(
+        pb.ListTasksRequest(parent="users/me"), metadata=metadata, timeout=_DEADLINE
+    ),
+}
+
+
+@pytest.mark.parametrize("call", _POOL_WAIT_CALLS.values(), ids=_POOL_WAIT_CALLS)
+def test_a_call_whose_deadline_passes_waiting_for_a_pooled_connection_ends_at_its_deadline(
+    todo_server: TodoServer, alice: User, caplog: pytest.LogCaptureFixture, call
+) -> None:  # type: ignore[no-untyped-def]
+    """Every connection taken (a leak, or --max-workers calls each holding one): the call waits for one only
+    until its deadline, not for the pool's own 5 s (10 s on SQLite) with its thread and its turn held for a
+    caller who has gone. The server itself answers DEADLINE_EXCEEDED then, and nothing is written."""
+    caplog.set_level(logging.INFO, logger="todo.access")
+    request_id = f"pool-wait-{secrets.token_hex(6)}"
+    metadata = (*alice.metadata, ("x-request-id", request_id))
+
+    def answered() -> str | None:
+        lines = [r.getMessage() for r in caplog.records if r.name == "todo.access"]
+        return next((line for line in lines if f"request_id={request_id}" in line), None)
+
+    with every_pooled_connection(todo_server.database.engine):
+        _assert_ends_at_its_deadline(lambda: call(alice, metadata))
+        assert wait_until(answered, seconds=_DEADLINE + 1), "the server still waits for a connection"
+    fields = dict(field.split("=", 1) for field in cast(str, answered()).split()[1:])
+    assert fields["code"] == "DEADLINE_EXCEEDED"
+    assert float(fields["duration_ms"]) < (_DEADLINE + 0.5) * 1000
+    assert alice.list_tasks().total_size == 0
 
 
 @pytest.fixture
