@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -17,6 +19,7 @@ from client.channel import ClientCertificate, TlsOption, open_aio_channel
 from client.errors import TaskServiceError, from_rpc_error
 from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
 from client.task_client import TOKEN_EXPIRED
+from client.write_retries import backoffs, nothing_written
 
 TokenProvider = Callable[[], str] | Callable[[], Awaitable[str]]
 
@@ -103,11 +106,12 @@ class AsyncTaskClient(ActsForCaller[TokenProvider]):
 
     async def update_task(self, name: str, *, timeout: float | None = None, **changes: Any) -> pb.Task:
         """Changes the fields given; takes the keyword arguments of `TaskClient.update_task`."""
-        return (await self._call(self._stub.UpdateTask, update_request(name, **changes), timeout)).task
+        request = update_request(name, **changes)
+        return (await self._call_retrying_unwritten(self._stub.UpdateTask, request, timeout)).task
 
     async def delete_task(self, name: str, *, etag: str = "", timeout: float | None = None) -> None:
         request = pb.DeleteTaskRequest(name=task_name(name), etag=etag)
-        await self._call(self._stub.DeleteTask, request, timeout)
+        await self._call_retrying_unwritten(self._stub.DeleteTask, request, timeout)
 
     async def _current_token(self, *, refresh: bool) -> str:
         if self._token_provider is not None and (refresh or self._token is None):
@@ -116,6 +120,21 @@ class AsyncTaskClient(ActsForCaller[TokenProvider]):
         if self._token is None:
             raise ValueError("this client acts for no user: call with_token(...) for the user of each request")
         return self._token
+
+    async def _call_retrying_unwritten(
+        self, method: Callable[..., Any], request: Any, timeout: float | None
+    ) -> Any:
+        """As TaskClient's: sent again only while the server says that nothing was written."""
+        deadline = time.monotonic() + (self._default_timeout if timeout is None else timeout)
+        waits = backoffs()
+        while True:
+            try:
+                return await self._call(method, request, deadline - time.monotonic())
+            except TaskServiceError as error:
+                wait = next(waits, None)
+                if not nothing_written(error) or wait is None or time.monotonic() + wait >= deadline:
+                    raise
+                await asyncio.sleep(wait)
 
     async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         timeout = self._default_timeout if timeout is None else timeout

@@ -1,5 +1,5 @@
 """Opening a channel to todo-tasks: TLS or plaintext, round robin over the target's addresses, and gRPC's own
-retry policy for UNAVAILABLE, throttled while most calls fail."""
+retry policy for UNAVAILABLE on the calls that are safe to send twice, throttled while most calls fail."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import grpc
 TASK_SERVICE = "todo.v1.TaskService"
 
 # gRPC retries UNAVAILABLE itself (gRFC A6): at most 5 attempts, waits drawn from 0.5s doubling to 4s.
-# UNAVAILABLE means nothing was written (or, for a CreateTask with a request_id, that a retry returns what
-# was), so every TaskService call may repeat on it. UNKNOWN (COMMIT_OUTCOME_UNKNOWN: the write may have been
-# saved) is not retried: a retried update or delete would fail on its own change.
+# From the server, UNAVAILABLE means nothing was written; but gRPC says UNAVAILABLE too when the connection
+# breaks after the server did the call and before its reply came back (a replica killed, a network cut), and
+# retries that as well. So only the calls that are safe to send twice are retried here: the reads, and
+# CreateTask, whose request_id (the clients always send one) makes a retry return the first task. UpdateTask
+# and DeleteTask sent again would fail on their own change (ABORTED, NOT_FOUND): TaskClient retries them only
+# on the server's own UNAVAILABLE (client/write_retries.py). UNKNOWN (COMMIT_OUTCOME_UNKNOWN) is never retried.
+RETRIED_METHODS = ("GetTask", "ListTasks", "CreateTask")
 RETRY_POLICY = {
     "maxAttempts": 5,
     "initialBackoff": "0.5s",
@@ -25,7 +29,12 @@ RETRY_POLICY = {
 _SERVICE_CONFIG = {
     # Every address a name resolves to (replicas behind one DNS name) gets its share of the calls.
     "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [{"name": [{"service": TASK_SERVICE}], "retryPolicy": RETRY_POLICY}],
+    "methodConfig": [
+        {
+            "name": [{"service": TASK_SERVICE, "method": method} for method in RETRIED_METHODS],
+            "retryPolicy": RETRY_POLICY,
+        }
+    ],
     # Each failed attempt spends a token, each success earns 0.1; at 5 tokens or fewer the channel stops
     # retrying, so a struggling server gets each call once, not five times, until calls succeed again.
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},

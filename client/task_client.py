@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -15,6 +16,7 @@ from client.caller import ActsForCaller
 from client.channel import ClientCertificate, TlsOption, open_channel
 from client.errors import TaskServiceError, from_rpc_error
 from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
+from client.write_retries import backoffs, nothing_written
 
 TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 -- an ErrorInfo reason, not a secret
 
@@ -172,11 +174,12 @@ class TaskClient(ActsForCaller[Callable[[], str]]):
             etag=etag,
             clear=clear,
         )
-        return self._call(self._stub.UpdateTask, request, timeout).task
+        return self._call_retrying_unwritten(self._stub.UpdateTask, request, timeout).task
 
     def delete_task(self, name: str, *, etag: str = "", timeout: float | None = None) -> None:
         """Deletes the task; with `etag`, only if it has not changed since it was read."""
-        self._call(self._stub.DeleteTask, pb.DeleteTaskRequest(name=task_name(name), etag=etag), timeout)
+        request = pb.DeleteTaskRequest(name=task_name(name), etag=etag)
+        self._call_retrying_unwritten(self._stub.DeleteTask, request, timeout)
 
     def _current_token(self, *, refresh: bool = False) -> str:
         if self._token_provider is not None and (refresh or self._token is None):
@@ -184,6 +187,20 @@ class TaskClient(ActsForCaller[Callable[[], str]]):
         if self._token is None:
             raise ValueError("this client acts for no user: call with_token(...) for the user of each request")
         return self._token
+
+    def _call_retrying_unwritten(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        """A write the channel does not retry, sent again (within `timeout`) only while the server says that
+        nothing was written (client/write_retries.py)."""
+        deadline = time.monotonic() + (self._default_timeout if timeout is None else timeout)
+        waits = backoffs()
+        while True:
+            try:
+                return self._call(method, request, deadline - time.monotonic())
+            except TaskServiceError as error:
+                wait = next(waits, None)
+                if not nothing_written(error) or wait is None or time.monotonic() + wait >= deadline:
+                    raise
+                time.sleep(wait)
 
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         timeout = self._default_timeout if timeout is None else timeout

@@ -17,20 +17,19 @@ import protobuf from "protobufjs";
 const DEFAULT_PROTOS = fileURLToPath(new URL("../../protos", import.meta.url));
 const METHODS = ["CreateTask", "GetTask", "ListTasks", "UpdateTask", "DeleteTask"];
 
-// The Python client's policy (client/channel.py): gRPC retries UNAVAILABLE itself, which the server
-// answers only when nothing was written; retryThrottling stops a fleet of BFFs piling on a sick server.
+// The Python client's policy (client/channel.py): gRPC retries UNAVAILABLE itself, but only for the calls
+// that are safe to send twice (reads; CreateTask, keyed by its request_id): a reply lost to a broken
+// connection is UNAVAILABLE too, and an update or delete sent again would fail on its own change. Those two
+// are sent again here only on the server's own UNAVAILABLE (its ErrorInfo says nothing was written).
+// retryThrottling stops a fleet of BFFs piling on a sick server.
+const RETRIED_BY_CHANNEL = ["GetTask", "ListTasks", "CreateTask"];
+const RETRY_POLICY = { maxAttempts: 5, initialBackoff: "0.5s", maxBackoff: "4s", backoffMultiplier: 2 };
 const SERVICE_CONFIG = {
   loadBalancingConfig: [{ round_robin: {} }],
   methodConfig: [
     {
-      name: [{ service: "todo.v1.TaskService" }],
-      retryPolicy: {
-        maxAttempts: 5,
-        initialBackoff: "0.5s",
-        maxBackoff: "4s",
-        backoffMultiplier: 2,
-        retryableStatusCodes: ["UNAVAILABLE"],
-      },
+      name: RETRIED_BY_CHANNEL.map((method) => ({ service: "todo.v1.TaskService", method })),
+      retryPolicy: { ...RETRY_POLICY, retryableStatusCodes: ["UNAVAILABLE"] },
     },
   ],
   retryThrottling: { maxTokens: 10, tokenRatio: 0.1 },
@@ -132,16 +131,33 @@ export function openTaskService(target, { credentials, protosDir = DEFAULT_PROTO
     "grpc.service_config": JSON.stringify(SERVICE_CONFIG),
   });
 
-  function call(method, request, metadata) {
+  function attempt(method, request, metadata, deadline) {
     return new Promise((resolve, reject) => {
-      const deadline = new Date(Date.now() + timeoutMs);
-      stub[method](request, metadata, { deadline }, (error, response) => {
+      stub[method](request, metadata, { deadline: new Date(deadline) }, (error, response) => {
         if (!error) return resolve(response);
         const failure = taskServiceError(error);
         if (method === "CreateTask") failure.requestId = request.request_id; // to retry it with the same id
         reject(failure);
       });
     });
+  }
+
+  async function call(method, request, metadata) {
+    const deadline = Date.now() + timeoutMs;
+    if (RETRIED_BY_CHANNEL.includes(method)) return attempt(method, request, metadata, deadline);
+    let ceilingMs = 500; // as the channel's policy draws its waits (gRFC A6)
+    for (let attempts = 1; ; attempts++) {
+      try {
+        return await attempt(method, request, metadata, deadline);
+      } catch (failure) {
+        const waitMs = Math.random() * ceilingMs;
+        const nothingWritten =
+          failure.code === "UNAVAILABLE" && failure.reason !== "" && failure.reason !== "COMMIT_OUTCOME_UNKNOWN";
+        if (!nothingWritten || attempts >= RETRY_POLICY.maxAttempts || Date.now() + waitMs >= deadline) throw failure;
+        await new Promise((resolve) => setTimeout(resolve, waitMs));
+        ceilingMs = Math.min(ceilingMs * 2, 4000);
+      }
+    }
   }
 
   return {

@@ -44,7 +44,10 @@ class TaskServiceStub:
     Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE;
     SIGNING_KEYS_LOADING while the issuer's new keys are fetched; or
     SERVER_SHUTTING_DOWN when the replica stopped before the call was done):
-    nothing was written, so it is safe to retry, as gRPC retry policies do. A write may
+    nothing was written, so it is safe to retry. An UNAVAILABLE without that
+    ErrorInfo comes from the transport (a connection broken after the server
+    did the call), so only GetTask, ListTasks and CreateTask with a
+    `request_id` are safe to retry on any UNAVAILABLE. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
@@ -104,7 +107,10 @@ class TaskServiceServicer:
     Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE;
     SIGNING_KEYS_LOADING while the issuer's new keys are fetched; or
     SERVER_SHUTTING_DOWN when the replica stopped before the call was done):
-    nothing was written, so it is safe to retry, as gRPC retry policies do. A write may
+    nothing was written, so it is safe to retry. An UNAVAILABLE without that
+    ErrorInfo comes from the transport (a connection broken after the server
+    did the call), so only GetTask, ListTasks and CreateTask with a
+    `request_id` are safe to retry on any UNAVAILABLE. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
@@ -222,7 +228,10 @@ class TaskService:
     Any method may return UNAVAILABLE (reason DATABASE_UNAVAILABLE;
     SIGNING_KEYS_LOADING while the issuer's new keys are fetched; or
     SERVER_SHUTTING_DOWN when the replica stopped before the call was done):
-    nothing was written, so it is safe to retry, as gRPC retry policies do. A write may
+    nothing was written, so it is safe to retry. An UNAVAILABLE without that
+    ErrorInfo comes from the transport (a connection broken after the server
+    did the call), so only GetTask, ListTasks and CreateTask with a
+    `request_id` are safe to retry on any UNAVAILABLE. A write may
     instead return UNKNOWN (reason COMMIT_OUTCOME_UNKNOWN): the connection to
     the database was lost during the commit, so the change may have been saved;
     read it back before writing again. A CreateTask with a `request_id` gets
