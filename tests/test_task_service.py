@@ -477,6 +477,18 @@ def test_update_can_clear_the_due_time(alice: User) -> None:
     assert not alice.update_task(pb.Task(name=task.name), ["due_time"]).HasField("due_time")
 
 
+def test_update_ignores_output_only_paths_named_beside_writable_ones(alice: User) -> None:
+    """AIP-161: an output-only field named in the mask is ignored, so that a client can send back the mask it
+    read with (`title,update_time`); its value is the server's, whatever the request says."""
+    task = alice.create_task("old")
+    sent = pb.Task(name=task.name, title="new", update_time=stamp(datetime(2001, 1, 1, tzinfo=UTC)))
+    updated = alice.update_task(sent, ["title", "update_time", "create_time", "complete_time", "name", "etag"])
+    assert updated.title == "new"
+    assert updated.update_time.ToDatetime() > task.update_time.ToDatetime()
+    assert (updated.create_time, updated.name) == (task.create_time, task.name)
+    assert alice.get_task(task.name) == updated
+
+
 @pytest.mark.parametrize(
     ("paths", "task_fields", "field"),
     [

@@ -147,9 +147,17 @@ def task_fields(task: pb.Task, *, field: str, violations: Violations) -> TaskFie
     return TaskFields(**values)
 
 
+# Named in a mask, these are ignored (AIP-161), so that a client may send back the mask it read with: the
+# output-only fields, and the etag, which the request carries as a precondition, not as a new value.
+_IGNORED_PATHS = frozenset({"name", "create_time", "update_time", "complete_time", "etag"})
+
+
 def task_changes(task: pb.Task, mask: field_mask_pb2.FieldMask, violations: Violations) -> dict[str, Any]:
     """The fields an update changes, by `mask` (`*` = all; no mask = those set in `task`, per AIP-134)."""
-    paths = list(mask.paths)
+    paths = [path for path in mask.paths if path not in _IGNORED_PATHS]
+    if mask.paths and not paths:
+        violations.add("update_mask", "names only output-only fields; name a field to change")
+        return {}
     if paths == ["*"]:
         paths = list(WRITABLE_FIELDS)
     elif not paths:
