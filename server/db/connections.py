@@ -100,6 +100,8 @@ class CallBoundedQueuePool(QueuePool):
     """SQLAlchemy's QueuePool, whose checkout wait also ends at the running call's deadline."""
 
     _queue_class = _CallBoundedQueue
+    # Logs as QueuePool does, under the `sqlalchemy` logger (WARNING unless asked): not its INFO on stderr.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
 
 
 class ReadBlock(NamedTuple):
