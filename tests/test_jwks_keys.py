@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -195,6 +196,48 @@ def test_key_removed_from_jwks_stops_verifying_even_a_cached_token(base_settings
         jwks.keys = [new]
         assert call(stub, token_for(new, jwks)).total_size == 0  # unknown kid: refetch drops `old`
         assert failure_of(lambda: call(stub, token)).reason == "TOKEN_INVALID"
+
+
+def test_a_key_replaced_under_the_same_kid_stops_verifying_a_cached_token(base_settings: Settings) -> None:
+    # An issuer that replaces a (leaked) key keeps its kid, as some do ("kid": "1"): tokens the old key signed
+    # must stop working then, the ones already in the verified-token cache too, not at their `exp`.
+    old = new_key()
+    replacement = SigningKey(old.alg, new_key(old.alg).private, kid=old.kid)
+    with (
+        JwksServer([old]).running() as jwks,
+        serving(replace(base_settings, better_auth_url=jwks.base_url, jwks_refresh_seconds=0.2)) as served,
+    ):
+        server, stub, _ = served
+        assert_keys_loaded(server)
+        cached, fresh = token_for(old, jwks), token_for(old, jwks, sub="bob")
+        assert call(stub, cached).total_size == 0  # now in the verified-token cache
+        jwks.keys = [replacement]
+        assert wait_until(lambda: outcome(stub, token_for(replacement, jwks)) == "OK")  # refetched
+        assert outcome(stub, fresh) == "UNAUTHENTICATED TOKEN_INVALID"
+        assert failure_of(lambda: call(stub, cached)).reason == "TOKEN_INVALID"
+
+
+def test_a_refetch_of_unchanged_keys_keeps_them_published_for_the_verified_token_cache() -> None:
+    # The cache keeps a token only while the very key that verified it is published: a refetch every 5
+    # minutes that made new key objects would send every cached token back to its signature check.
+    key = new_key()
+    published = {"keys": [key.jwk()]}
+    cache = JwksCache(
+        "http://127.0.0.1:1/jwks", refresh_seconds=0.05, fetcher=lambda *_: json.dumps(published).encode()
+    )
+    cache.start()
+    try:
+        assert cache.wait_loaded(5)
+        first = cache.key(key.kid)
+        assert first is not None
+        fetched = cache._fetches_done
+        assert wait_until(lambda: cache._fetches_done >= fetched + 2)
+        assert cache.publishes(first)
+        published = {"keys": [SigningKey(key.alg, new_key(key.alg).private, kid=key.kid).jwk()]}
+        assert wait_until(lambda: not cache.publishes(first))
+        assert cache.key(key.kid) is not None
+    finally:
+        cache.stop()
 
 
 def test_failed_refresh_keeps_the_last_good_keys(base_settings: Settings) -> None:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -41,11 +41,14 @@ class SigningKeysLoading(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
-    """One verification key of the JWKS: its type (`kty`), the `alg` it declares if any, the key itself."""
+    """One verification key of the JWKS: its `kid`, type (`kty`), the `alg` it declares if any, the key itself,
+    and its JWKS entry as published (`entry`, canonical JSON): two keys are equal when their entries are."""
 
+    kid: str
     key_type: str
     declared_alg: str | None
-    key: Any
+    key: Any = field(compare=False)
+    entry: str
 
 
 def parse_jwks(body: bytes) -> dict[str, PublishedKey]:
@@ -62,7 +65,9 @@ def parse_jwks(body: bytes) -> dict[str, PublishedKey]:
         if not isinstance(entry, dict) or not _is_public_signing_key(entry):
             continue
         try:
-            keys[entry["kid"]] = PublishedKey(entry["kty"], entry.get("alg"), jwt.PyJWK(entry).key)
+            key = jwt.PyJWK(entry).key
+            canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+            keys[entry["kid"]] = PublishedKey(entry["kid"], entry["kty"], entry.get("alg"), key, canonical)
         except (PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
             _log.warning("JWKS key %r skipped: unsupported or invalid", entry["kid"][:64])
     return keys
@@ -82,6 +87,12 @@ def _is_public_signing_key(entry: dict[str, Any]) -> bool:
         and entry.get("use", "sig") == "sig"
         and "d" not in entry  # a private key has no business in a JWKS: refuse to hold it
     )
+
+
+def _unchanged_kept(old: dict[str, PublishedKey], new: dict[str, PublishedKey]) -> dict[str, PublishedKey]:
+    """`new`, with each key published unchanged since `old` kept as the same object: tokens it verified stay
+    in the verified-token cache (which checks `publishes`), and those of a key replaced under its kid go."""
+    return {kid: old[kid] if old.get(kid) == key else key for kid, key in new.items()}
 
 
 class JwksCache:
@@ -147,6 +158,10 @@ class JwksCache:
     def has_key(self, kid: str) -> bool:
         return kid in self._keys
 
+    def publishes(self, key: PublishedKey) -> bool:
+        """Whether `key` is still published: its kid not removed, nor given to another key."""
+        return self._keys.get(key.kid) is key
+
     def key(self, kid: str) -> PublishedKey | None:
         """The key named `kid`, or None if the issuer does not publish it. Call only from a pool thread.
 
@@ -208,7 +223,7 @@ class JwksCache:
             keys = None
         with self._changed:
             if keys is not None:  # even an empty set: publishing one is how an issuer revokes every key
-                self._keys = keys
+                self._keys = _unchanged_kept(self._keys, keys)
             self._fetches_done += 1
             self._changed.notify_all()
         if self._on_refresh is not None:

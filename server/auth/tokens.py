@@ -8,7 +8,13 @@ from typing import Any
 
 import jwt
 
-from server.auth.jwks import ALGORITHMS_BY_KEY_TYPE, PUBLIC_KEY_ALGORITHMS, JwksCache, SigningKeysLoading
+from server.auth.jwks import (
+    ALGORITHMS_BY_KEY_TYPE,
+    PUBLIC_KEY_ALGORITHMS,
+    JwksCache,
+    PublishedKey,
+    SigningKeysLoading,
+)
 from server.auth.verified_cache import VerifiedTokenCache
 from server.errors import Unauthenticated, Unavailable
 from server.identity import Identity
@@ -100,21 +106,24 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_BYTES or _COMPACT_JWS.fullmatch(token) is None:
             raise Unauthenticated("the bearer token is not a JWT", reason=TOKEN_MALFORMED)
         if self._cache is not None:
-            cached = self._cache.get(token, key_known=self._key_still_published)
+            cached = self._cache.get(token, key_published=self._key_still_published)
             if cached is not None:
                 return cached
-        alg, key, kid = self._key_for(token)
+        alg, key, published = self._key_for(token)
         claims = self._decode(token, key, alg)
         identity = identity_from_claims(claims)
         if self._cache is not None:
-            self._cache.put(token, identity, expires_at=claims["exp"], kid=kid)
+            self._cache.put(token, identity, expires_at=claims["exp"], key=published)
         return identity
 
-    def _key_still_published(self, kid: str | None) -> bool:
-        return kid is None or (self.jwks is not None and self.jwks.has_key(kid))
+    def _key_still_published(self, published: object) -> bool:
+        # A replaced key keeps its kid at some issuers: the very key, not only its kid, must still be there.
+        if published is None:  # the HS256 secret, which never changes while the server runs
+            return True
+        return self.jwks is not None and isinstance(published, PublishedKey) and self.jwks.publishes(published)
 
-    def _key_for(self, token: str) -> tuple[str, Any, str | None]:
-        """The alg and key that must have signed `token`, chosen by its header, and the JWKS kid if any."""
+    def _key_for(self, token: str) -> tuple[str, Any, PublishedKey | None]:
+        """The alg and key that must have signed `token`, chosen by its header, and the JWKS key if any."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -144,7 +153,7 @@ class TokenVerifier:
         declared = jwk.declared_alg
         if alg not in ALGORITHMS_BY_KEY_TYPE[jwk.key_type] or (declared is not None and declared != alg):
             raise _invalid(f"the token's alg {alg!r} does not match its key")
-        return alg, jwk.key, kid
+        return alg, jwk.key, jwk
 
     def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
         claims = self._decode_with_pyjwt(token, key, alg)
