@@ -1,8 +1,9 @@
 """Bounds on the calls one kind of caller may have in flight, so that no one caller can fill the server.
 
 Every call in flight takes one of `max_concurrent_rpcs`; past it grpcio refuses every call, whoever makes
-it. A health Watch stream, or a call that never sends its message, holds its place until its deadline or
-its connection's max age (31 min). Without these bounds one client without a token, with 1000 Watch
+it. A health Watch stream, a call that never sends its message, or one whose answer its client never reads
+(the server holds the response until it is delivered) holds its place until its deadline or its
+connection's max age (31 min). Without these bounds one client without a token, with 1000 Watch
 streams, or one signed-in user, with 1000 stalled calls, locked everyone else out. A call past a bound is
 refused RESOURCE_EXHAUSTED at once (limits.py says how the bounds were chosen).
 
@@ -13,6 +14,7 @@ sends it is counted, and inside ErrorStatusInterceptor, which turns the refusal 
 from __future__ import annotations
 
 import abc
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -66,30 +68,32 @@ class _CountedCalls(Layer, abc.ABC):
     def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if not self.counts(method):
             return handler
-        enter, leave = self._enter, self._leave
+        enter = self._enter_until_the_call_ends
 
         def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
             if response_streaming:
 
                 def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                    key = enter(context)
-                    try:
-                        yield from behavior(request, context)
-                    finally:
-                        leave(key)
+                    enter(context)
+                    yield from behavior(request, context)
 
                 return streaming
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                key = enter(context)
-                try:
-                    return behavior(request, context)
-                finally:
-                    leave(key)
+                enter(context)
+                return behavior(request, context)
 
             return unary
 
         return wrap_method_handler(handler, wrap)
+
+    def _enter_until_the_call_ends(self, context: grpc.ServicerContext) -> None:
+        """Counts the call, or refuses it, until it ends: when its answer has been delivered (or it was cancelled),
+        not when the handler returns. A client that never reads its answers leaves them in the server's memory
+        (a ListTasks page is up to 3 MiB), and those calls must go on counting against it."""
+        key = self._enter(context)
+        if not context.add_callback(functools.partial(self._leave, key)):
+            self._leave(key)  # the call has already ended
 
     def _enter(self, context: grpc.ServicerContext) -> str:
         key = self.key(context)

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from server.app import run_server
@@ -23,6 +24,7 @@ from server.config import Settings
 from server.limits import PUBLIC_CALLS_PER_PEER, caller_calls_limit
 from tests.stalled_calls import CALLS_PER_CONNECTION, own_connection, stalled_calls
 from tests.support import User, failure_of
+from tests.unread_answers import unread_answers
 
 
 @pytest.mark.parametrize(
@@ -143,3 +145,21 @@ def test_one_signed_in_user_cannot_hold_every_call_in_flight(settings: Settings,
         assert len(stalled) - len(refused) == caller_calls_limit(limited.max_concurrent_rpcs)
         _on(channel, bob).list_tasks()  # served
         assert failure_of(lambda: _on(channel, alice).list_tasks()).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_calls_whose_answers_are_never_read_stay_in_flight_for_their_user(
+    settings: Settings, alice: User, bob: User
+) -> None:
+    # A call stays in flight until its answer is delivered: a client that grants no flow-control window makes
+    # the server hold every response (a ListTasks page: up to 3 MiB). Counting a call only while its handler
+    # ran let one user pile them up: measured, one user's unread ListTasks pages held 1.3 GB of the server.
+    limited = dataclasses.replace(settings, max_concurrent_rpcs=40)
+    per_user = caller_calls_limit(limited.max_concurrent_rpcs)
+    with run_server(limited) as server, unread_answers(server.port) as connection:
+        list_mine = functools.partial(
+            connection.call, "/todo.v1.TaskService/ListTasks", pb.ListTasksRequest(parent="users/me"), alice.token
+        )
+        outcomes = [list_mine() for _ in range(per_user + 3)]
+        assert outcomes == ["answered"] * per_user + [str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])] * 3
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            assert _on(channel, bob).list_tasks().total_size == 0  # everyone else is served
