@@ -71,6 +71,11 @@ class OutcomeUnknown(TaskServiceError):
     the same request_id. Not retried by the channel, as a retried update would fail on its own change."""
 
 
+class ResourceExhausted(TaskServiceError):
+    """The caller holds too much: `reason` TASK_LIMIT_REACHED (as many tasks as one user may keep: delete some
+    first), or CALLER_CALLS_EXHAUSTED (too many calls in flight: retry once some have ended)."""
+
+
 class DeadlineExceeded(TaskServiceError):
     """The call did not finish within its timeout."""
 
@@ -84,6 +89,7 @@ _CLASSES: dict[grpc.StatusCode, type[TaskServiceError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
 

@@ -236,7 +236,10 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         options=server_options(share_port=settings.workers > 1),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    service = TaskService(TaskRepository(database), PageTokenCodec(page_token_key))
+    service = TaskService(
+        TaskRepository(database, max_tasks_per_user=settings.max_tasks_per_user or None),
+        PageTokenCodec(page_token_key),
+    )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -70,6 +70,8 @@ class Settings:
     verified_token_cache_size: int = 10_000
     page_token_secret: Secret | None = None
     max_workers: int = 16
+    # Tasks one user may keep (0: no bound): one user, or a BFF bug looping CreateTask, must not fill the disk.
+    max_tasks_per_user: int = 10_000
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT): one Python process uses one core
     # Calls in flight, each on a thread of its own (server/rpc_threads.py); past it RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 1000
@@ -152,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-workers",
         type=int,
         help="calls running at once = database connections (TODO_MAX_WORKERS; default 16)",
+    )
+    parser.add_argument(
+        "--max-tasks-per-user",
+        help="tasks one user may keep; CreateTask past it is RESOURCE_EXHAUSTED; 0 means no bound "
+        "(TODO_MAX_TASKS_PER_USER; default 10000)",
     )
     parser.add_argument(
         "--workers",
@@ -472,6 +479,11 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
             args.jwt_verified_cache_size, "--jwt-verified-cache-size", env, "JWT_VERIFIED_CACHE_SIZE", "10000"
         )
     )
+    max_tasks_per_user = _count_setting(
+        *_flag_or_variable(
+            args.max_tasks_per_user, "--max-tasks-per-user", env, "TODO_MAX_TASKS_PER_USER", "10000"
+        )
+    )
     log_level = (args.log_level or env.get("TODO_LOG_LEVEL", "INFO")).upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log level {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -499,6 +511,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         verified_token_cache_size=verified_token_cache_size,
         page_token_secret=page_secret,
         max_workers=int(_positive("--max-workers", max_workers)),
+        max_tasks_per_user=max_tasks_per_user,
         workers=int(_positive("--workers", workers)),
         grace_seconds=_positive("--grace-seconds", grace),
         drain_delay_seconds=_drain_delay_setting(args.drain_delay_seconds, env),

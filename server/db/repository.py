@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, bindparam, exc, func, or_, select, tuple_
+from sqlalchemy.orm import Session
 
 from server.db.models import Task
 from server.db.session import Database
-from server.errors import Aborted, AlreadyExists, NotFound
+from server.errors import Aborted, AlreadyExists, NotFound, ResourceExhausted
 from server.identity import current_user_id
 from server.tasks import Cursor, Priority, SortField, TaskFields, TaskFilter, TaskPage, TaskRecord
 
@@ -48,6 +49,7 @@ _RECORD_COLUMNS = (
     Task.revision,
 )
 _RECORD_BY_ID = select(*_RECORD_COLUMNS).where(Task.id == bindparam("task_id"))
+_TASK_COUNT = select(func.count()).select_from(Task)  # the caller's: the session adds the owner
 # The task a request_id made, and what that request asked for (TaskFields.fingerprint), last.
 _RECORD_BY_REQUEST_ID = select(*_RECORD_COLUMNS, Task.request_fingerprint).where(
     Task.request_id == bindparam("request_id")
@@ -192,11 +194,15 @@ def _count_statement(shape: _Shape) -> Select[tuple[int]]:
     return select(func.count()).select_from(Task).where(*_conditions(shape))
 
 
-class TaskRepository:
-    """Reads and writes the current caller's tasks."""
+TASK_LIMIT_REACHED = "TASK_LIMIT_REACHED"
 
-    def __init__(self, database: Database) -> None:
+
+class TaskRepository:
+    """Reads and writes the current caller's tasks; with `max_tasks_per_user`, a caller keeps at most that many."""
+
+    def __init__(self, database: Database, *, max_tasks_per_user: int | None = None) -> None:
         self._db = database
+        self._max_tasks = max_tasks_per_user
 
     def create(self, *, fields: TaskFields, request_id: str | None = None) -> TaskRecord:
         """Stores a new task for the caller. With a `request_id` the caller used before: returns that task
@@ -221,6 +227,7 @@ class TaskRepository:
         )
         try:
             with self._db.transaction(write=True) as session:
+                self._refuse_past_the_limit(session)
                 session.add(task)
                 session.flush()
                 return _record(task)
@@ -229,6 +236,18 @@ class TaskRepository:
             if request_id is not None and (earlier := self._made_by(request_id, fingerprint)) is not None:
                 return earlier
             raise
+
+    def _refuse_past_the_limit(self, session: Session) -> None:
+        """Raises ResourceExhausted when the caller already keeps `max_tasks_per_user` tasks. Counted in the
+        write's transaction; on PostgreSQL, creates of one caller committing at the same moment may each
+        count the same total, so the bound can be passed by as many as run at once (server/running_calls.py)."""
+        if self._max_tasks is None:
+            return
+        if session.scalar(_TASK_COUNT) >= self._max_tasks:
+            raise ResourceExhausted(
+                f"you keep {self._max_tasks} tasks, the most one user may; delete some to add more",
+                reason=TASK_LIMIT_REACHED,
+            )
 
     def _made_by(self, request_id: str, fingerprint: str | None) -> TaskRecord | None:
         """The caller's task that `request_id` made, or None; AlreadyExists if that request asked for another."""

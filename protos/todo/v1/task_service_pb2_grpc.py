@@ -124,7 +124,9 @@ class TaskServiceServicer:
         Returns INVALID_ARGUMENT if the title is empty or too long, the
         description is too long, or `request_id` is not a UUID; PERMISSION_DENIED
         if `parent` is another user; ALREADY_EXISTS (reason REQUEST_ID_REUSED) if
-        `request_id` already made a task from a request asking for other values.
+        `request_id` already made a task from a request asking for other values;
+        RESOURCE_EXHAUSTED (reason TASK_LIMIT_REACHED) if the caller already keeps
+        as many tasks as one user may (the server's --max-tasks-per-user).
         Retrying with the same `request_id` and the same task returns the task
         created by the first attempt (as it is now) instead of a second one.
         """
