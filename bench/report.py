@@ -349,7 +349,8 @@ def render(
         "",
         "Targets: (a) a bare grpcio server, same 16-thread pool, GetTask returns a constant task of the same "
         "size, no interceptor, no database; (a') the same handler on grpc.aio; (b) todo-server (default "
-        "settings: each call in flight on a thread of its own, 16 of them running our code at once, access "
+        "settings: each call in flight on a thread of its own, 16 of them running our code at once, at most 4 "
+        "of one user's (h2load sends one user's token), access "
         "log at INFO, auth, error mapping, caller-scoped SQLAlchemy) with a valid token on "
         "SQLite: GetTask, ListTasks (a page of 50), CreateTask, and GetTask again with a deadline "
         "(`grpc-timeout: 10S`, as a BFF sets one: the data layer then bounds its waits by it); (c) the same "
