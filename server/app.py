@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from todo.v1 import task_service_pb2, task_service_pb2_grpc
 
 from server.access_log import AccessLogInterceptor
+from server.answer_buffer import UnreadAnswersLimit
 from server.auth.interceptor import AuthInterceptor
 from server.auth.jwks import JwksCache
 from server.auth.tokens import TokenVerifier
@@ -224,6 +225,11 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
                     PublicCallsLimit(PUBLIC_SERVICES, limit=public_limit, per_peer=public_per_peer),
                     AuthInterceptor(verifier, public_services=PUBLIC_SERVICES),
                     CallerCallsLimit(PUBLIC_SERVICES, limit=caller_calls_limit(settings.max_concurrent_rpcs)),
+                    UnreadAnswersLimit(
+                        PUBLIC_SERVICES,
+                        limit_bytes=settings.max_unread_answer_bytes,
+                        per_user_bytes=settings.max_unread_answer_bytes_per_user,
+                    ),
                 ],
                 # Once the request message is in.
                 after_request=[

@@ -18,6 +18,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from server.limits import UNREAD_ANSWER_BYTES, UNREAD_ANSWER_BYTES_PER_USER
+
 MIN_SECRET_BYTES = 32
 DEFAULT_LISTEN = "[::]:50051"
 DEFAULT_DATABASE_URL = "sqlite:///todo.db"
@@ -75,6 +77,9 @@ class Settings:
     workers: int = 1  # server processes sharing the port (SO_REUSEPORT): one Python process uses one core
     # Calls in flight, each on a thread of its own (server/rpc_threads.py); past it RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 1000
+    # Bytes of answers their clients have not read yet (server/answer_buffer.py, limits.py says why).
+    max_unread_answer_bytes: int = UNREAD_ANSWER_BYTES
+    max_unread_answer_bytes_per_user: int = UNREAD_ANSWER_BYTES_PER_USER
     grace_seconds: float = 10.0
     # After SIGTERM, health says NOT_SERVING but calls are still taken this long, while load balancers
     # (a Kubernetes Service's endpoints, a proxy's health checks) stop sending here; then the drain begins.

@@ -35,6 +35,15 @@ PUBLIC_CALLS_PER_PEER = 16
 CALLER_CALLS_SHARE = 0.1
 
 
+# Bytes of answers made but not yet read by their clients (grpcio holds each until it is delivered): at most
+# UNREAD_ANSWER_BYTES_PER_USER for one signed-in user, and past UNREAD_ANSWER_BYTES over all callers only
+# callers with nothing unread are served (server/answer_buffer.py). Without them, one user's 100 unread
+# ListTasks pages (3 MiB each) held about 650 MB. 16 MiB is five full pages unread at once, far past what a
+# client reading its answers ever has in transit.
+UNREAD_ANSWER_BYTES = 256 * 1024 * 1024
+UNREAD_ANSWER_BYTES_PER_USER = 16 * 1024 * 1024
+
+
 def public_calls_limits(max_concurrent_rpcs: int) -> tuple[int, int]:
     """(public calls in flight in all, from one address) for a server running `max_concurrent_rpcs`."""
     limit = max(1, int(max_concurrent_rpcs * PUBLIC_CALLS_SHARE))
