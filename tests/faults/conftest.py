@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +98,16 @@ def server_on_scratch(scratch_database: ScratchDatabase, secret: bytes) -> Itera
     """fault_server on this test's scratch database."""
     with fault_server(scratch_database.url, secret) as server:
         yield server
+
+
+@pytest.fixture
+def attempts(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
+    """The status of each attempt the server answered for `method`, in order, from its access log."""
+    caplog.set_level(logging.INFO, logger="todo.access")
+
+    def of(method: str) -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.name == "todo.access"]
+        prefix = f"rpc method=/todo.v1.TaskService/{method} code="
+        return [line.removeprefix(prefix).split()[0] for line in lines if line.startswith(prefix)]
+
+    return of

@@ -7,6 +7,8 @@ import socket
 import threading
 from contextlib import suppress
 
+from tests.faults.armed_proxy import ArmedProxy
+
 _FRAME_HEADER_BYTES = 9  # HTTP/2: length (3), type (1), flags (1), stream id (4)
 _HEADERS = 0x1
 
@@ -21,38 +23,16 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-class LostCallReply:
+class LostCallReply(ArmedProxy):
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`server_port`; after `arm()`, the next response headers a call
     gets from the server are dropped and both connections cut (`reply_lost` is set then). One per `arm()`."""
 
     def __init__(self, server_port: int) -> None:
-        self._server_port = server_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._armed = threading.Event()
-        self.reply_lost = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(("127.0.0.1", server_port))
 
-    def arm(self) -> None:
-        self.reply_lost.clear()
-        self._armed.set()
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            try:
-                server = socket.create_connection(("127.0.0.1", self._server_port))
-            except OSError:
-                client.close()  # the server is gone: so is this connection
-                continue
-            threading.Thread(target=self._to_server, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._to_client, args=(server, client), daemon=True).start()
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        threading.Thread(target=self._to_server, args=(client, server), daemon=True).start()
+        threading.Thread(target=self._to_client, args=(server, client), daemon=True).start()
 
     @staticmethod
     def _to_server(client: socket.socket, server: socket.socket) -> None:
@@ -69,8 +49,7 @@ class LostCallReply:
                 header = _read_exactly(server, _FRAME_HEADER_BYTES)
                 payload = _read_exactly(server, int.from_bytes(header[:3], "big"))
                 stream = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
-                if header[3] == _HEADERS and stream != 0 and self._armed.is_set():
-                    self._armed.clear()
+                if header[3] == _HEADERS and stream != 0 and self._disarm():
                     self.reply_lost.set()
                     break
                 client.sendall(header + payload)

@@ -9,50 +9,33 @@ from contextlib import suppress
 
 from sqlalchemy.engine import make_url
 
+from tests.faults.armed_proxy import ArmedProxy
+
 # psycopg sends COMMIT as a simple query ('Q', its length, the text); the proxy looks for its text only.
 _COMMIT = b"COMMIT\x00"
 _CHUNK = 65536
 
 
-class LostCommitReply:
+class LostCommitReply(ArmedProxy):
     """Forwards 127.0.0.1:`port` to the database `url` names; after `arm()`, the next COMMIT goes through and
     its connection is cut as the reply comes back (`reply_lost` is set then). One COMMIT per `arm()`."""
 
     def __init__(self, url: str) -> None:
         target = make_url(url)
-        self._upstream = (target.host or "127.0.0.1", target.port or 5432)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
+        super().__init__((target.host or "127.0.0.1", target.port or 5432))
         # The proxied URL: no TLS, so that the proxy can see the COMMIT go by.
         self.url = target.set(host="127.0.0.1", port=self.port, query={"sslmode": "disable"}).render_as_string(
             hide_password=False
         )
-        self._armed = threading.Event()
-        self.reply_lost = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self) -> None:
-        self.reply_lost.clear()
-        self._armed.set()
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            upstream = socket.create_connection(self._upstream)
-            cut_at_reply = threading.Event()
-            threading.Thread(target=self._to_database, args=(client, upstream, cut_at_reply), daemon=True).start()
-            threading.Thread(target=self._to_client, args=(upstream, client, cut_at_reply), daemon=True).start()
+    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        cut_at_reply = threading.Event()
+        threading.Thread(target=self._to_database, args=(client, upstream, cut_at_reply), daemon=True).start()
+        threading.Thread(target=self._to_client, args=(upstream, client, cut_at_reply), daemon=True).start()
 
     def _to_database(self, client: socket.socket, upstream: socket.socket, cut_at_reply: threading.Event) -> None:
         while data := _receive(client):
-            if _COMMIT in data and self._armed.is_set():
-                self._armed.clear()
+            if _COMMIT in data and self._disarm():
                 cut_at_reply.set()  # before the COMMIT leaves: its reply cannot come back first
             with suppress(OSError):
                 upstream.sendall(data)

@@ -6,7 +6,6 @@ by the channel: a deleted task would be NOT_FOUND, an update ABORTED by its own 
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from collections.abc import Callable, Iterator
 
@@ -36,19 +35,6 @@ def client(proxy: LostCallReply, secret: bytes) -> Iterator[TaskClient]:
     token = mint_token(secret, f"retrier{secrets.token_hex(4)}")
     with TaskClient(f"127.0.0.1:{proxy.port}", token=token, default_timeout=20) as opened:
         yield opened
-
-
-@pytest.fixture
-def attempts(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """The status of each attempt the server answered for `method`, in order, from its access log."""
-    caplog.set_level(logging.INFO, logger="todo.access")
-
-    def of(method: str) -> list[str]:
-        lines = [r.getMessage() for r in caplog.records if r.name == "todo.access"]
-        prefix = f"rpc method=/todo.v1.TaskService/{method} code="
-        return [line.removeprefix(prefix).split()[0] for line in lines if line.startswith(prefix)]
-
-    return of
 
 
 def test_a_delete_whose_reply_is_lost_is_not_sent_again(

@@ -4,7 +4,6 @@ retries stop while most calls fail, so that a fleet of clients does not multiply
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,19 +23,6 @@ def client(server_on_scratch: TodoServer, secret: bytes) -> Iterator[TaskClient]
     token = mint_token(secret, f"retrier{secrets.token_hex(4)}")
     with TaskClient(f"127.0.0.1:{server_on_scratch.port}", token=token, default_timeout=20) as opened:
         yield opened
-
-
-@pytest.fixture
-def attempts(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """The status of each attempt the server answered for `method`, in order, from its access log."""
-    caplog.set_level(logging.INFO, logger="todo.access")
-
-    def of(method: str) -> list[str]:
-        lines = [r.getMessage() for r in caplog.records if r.name == "todo.access"]
-        prefix = f"rpc method=/todo.v1.TaskService/{method} code="
-        return [line.removeprefix(prefix).split()[0] for line in lines if line.startswith(prefix)]
-
-    return of
 
 
 def test_a_write_refused_at_commit_is_retried_and_saved_once(
