@@ -73,7 +73,8 @@ class OutcomeUnknown(TaskServiceError):
 
 class ResourceExhausted(TaskServiceError):
     """The caller holds too much: `reason` TASK_LIMIT_REACHED (as many tasks as one user may keep: delete some
-    first), or CALLER_CALLS_EXHAUSTED (too many calls in flight: retry once some have ended)."""
+    first), CALLER_CALLS_EXHAUSTED (too many calls in flight) or ANSWER_BUFFER_EXHAUSTED (too many answers not
+    yet read): retry once some calls have ended."""
 
 
 class DeadlineExceeded(TaskServiceError):
