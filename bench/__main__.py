@@ -30,6 +30,7 @@ from bench.h2load import Load, Result, run_load
 from bench.native_profile import NativeProfile
 from bench.profile import Profile, record, summarize
 from bench.scratch_postgres import scratch_database
+from client.dev_tokens import mint_hs256_token
 
 BIN = processes.BIN
 WARM_UP_SECONDS = 1.0
@@ -48,6 +49,9 @@ class Target:
     rest_path: str = ""
     rest_authorization: str = ""
     load_cpus: str | None = None
+    # For CreateTask: each load calls as a new writer (this mints its token), so that no writer reaches the
+    # tasks one user may keep, and each create's count of its user's tasks stays what a busy user's is.
+    new_caller: Callable[[], str] | None = None
     expected_bytes: float | None = None
     byte_tolerance: float = 0.0
     results: dict[int, list[Result]] = field(default_factory=dict)
@@ -64,12 +68,13 @@ class Target:
                 http1=True,
                 cpus=self.load_cpus,
             )
+        call = self.call if self.new_caller is None else replace(self.call, token=self.new_caller())
         return Load(
-            url=f"http://127.0.0.1:{self.server.port}{self.call.method}",
+            url=f"http://127.0.0.1:{self.server.port}{call.method}",
             concurrency=concurrency,
             seconds=seconds,
-            headers=self.call.headers,
-            body_file=self.call.body_file,
+            headers=call.headers,
+            body_file=call.body_file,
             cpus=self.load_cpus,
         )
 
@@ -119,6 +124,7 @@ class Bench:
         self.servers: list[processes.ServerProcess] = []
         self.targets: list[Target] = []
         self.notes: list[str] = []
+        self._writers = 0
 
     # --- servers -------------------------------------------------------------------------------------
     def _start(self, name: str, command: list[str], marker: str, *, cpus: str | None, count: int = 1, **kw):  # type: ignore[no-untyped-def]
@@ -180,8 +186,17 @@ class Bench:
     ):  # type: ignore[no-untyped-def]
         expected = calls.call_once(server.port, call)  # the exact bytes h2load sends get an OK answer
         cpus = self.load_cpus if load_cpus is ... else load_cpus
-        self.targets.append(
-            Target(key, label, server, call, load_cpus=cpus, expected_bytes=expected, byte_tolerance=tolerance)
+        target = Target(
+            key, label, server, call, load_cpus=cpus, expected_bytes=expected, byte_tolerance=tolerance
+        )
+        if call.method.endswith("/CreateTask"):
+            target.new_caller = self._new_writer
+        self.targets.append(target)
+
+    def _new_writer(self) -> str:
+        self._writers += 1
+        return mint_hs256_token(
+            secret=self.secret.encode(), subject=f"{calls.WRITER}-{self._writers}", ttl_seconds=24 * 3600
         )
 
     def add_rest(self, key: str, label: str, server: processes.ServerProcess, data: calls.Dataset) -> None:
