@@ -73,3 +73,22 @@ def test_the_tls_walkthrough_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Over mutual TLS" in result.stdout
     assert "todo.v1.TaskService" in result.stdout  # grpcurl's list, over mutual TLS
+
+
+def test_the_jwks_walkthrough_runs(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("the JWKS walkthrough needs openssl on PATH")
+    script = readme_block("**Trying the JWKS path by hand**", "sh")
+    # Free ports, and its files (the dev key, the database) in a scratch directory.
+    script = script.replace("8787", str(unused_port())).replace("50052", str(unused_port()))
+    script = script.replace(".venv/bin/", f"{BIN}/")
+    # A newcomer's shell: no BETTER_AUTH_SECRET (the JWKS alone verifies), and the quick start's
+    # TODO_TARGET and TODO_TOKEN still set, which the walkthrough's own flags must override.
+    env = {k: v for k, v in os.environ.items() if k != "BETTER_AUTH_SECRET"}
+    env |= {"TODO_TARGET": "localhost:50051", "TODO_TOKEN": "not-this-one"}
+    # Should a step fail, bash -e exits before the walkthrough's own `kill %1 %2`: end its jobs anyway.
+    cleanup = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"
+    result = run("bash", "-euo", "pipefail", "-c", f"cd {tmp_path}\n{cleanup}\n{script}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Signed with EdDSA" in result.stdout.splitlines()[-1]  # `todo ls`, on the JWKS-backed server
+    assert (tmp_path / ".todo-dev-ed25519.pem").exists()
