@@ -60,9 +60,11 @@ class Aborted(TaskServiceError):
 
 
 class Unavailable(TaskServiceError):
-    """The server (or its database) cannot be reached, even after the client's bounded retries. Nothing was
-    written, except for a create_task, which may have been saved (reason COMMIT_OUTCOME_UNKNOWN, say):
-    retry it with the same `request_id`."""
+    """The server (or its database) cannot be reached, even after the client's bounded retries. With a
+    `reason` (the server's own word) nothing was written, except for a create_task, which may have been saved
+    (reason COMMIT_OUTCOME_UNKNOWN): retry it with the same `request_id`. Without one, the connection broke
+    and an update_task or delete_task may have been done before it did: read the task back before writing
+    again."""
 
 
 class OutcomeUnknown(TaskServiceError):

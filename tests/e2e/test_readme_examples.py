@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import client
 from tests.e2e.conftest import BIN, ServerProcess, run
 from tests.support import mint_token, unused_port
 
@@ -25,6 +26,13 @@ def readme_block(heading: str, language: str) -> str:
     match = re.search(rf"```{language}\n(.*?)```", section, re.S)
     assert match is not None, f"no {language} block under {heading!r}"
     return match.group(1)
+
+
+def readme_section(heading: str, next_heading: str) -> str:
+    """README.md's text from `heading` up to `next_heading`."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(heading)
+    return readme[start : readme.index(next_heading, start)]
 
 
 def test_the_python_bff_example_runs(server: ServerProcess, tmp_path: Path) -> None:
@@ -92,3 +100,16 @@ def test_the_jwks_walkthrough_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Signed with EdDSA" in result.stdout.splitlines()[-1]  # `todo ls`, on the JWKS-backed server
     assert (tmp_path / ".todo-dev-ed25519.pem").exists()
+
+
+def test_the_python_section_names_every_error_the_client_raises() -> None:
+    section = readme_section("## From Python", "## From Node.js")
+    listed = set(re.findall(r"`(\w+)`", section[section.index("Failures raise") :]))
+    raised = {
+        name
+        for name, value in vars(client).items()
+        if isinstance(value, type)
+        and issubclass(value, client.TaskServiceError)
+        and value is not client.TaskServiceError
+    }
+    assert raised - listed == set(), "README's Python section does not name these errors the client raises"
