@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import ServerProcess
+from tests.faults.lost_call_reply import LostCallReply
 from tests.support import mint_token
 
 pytestmark = pytest.mark.e2e
@@ -97,3 +101,78 @@ def test_the_readme_example_succeeds_only_when_every_step_does(
     else:  # it used to print "gone: UNAUTHENTICATED" and exit 0
         assert example.returncode != 0
         assert "UNAUTHENTICATED" in example.stderr or "TOKEN_INVALID" in example.stderr
+
+
+class NodeCalls:
+    """tests/e2e/node_calls.mjs: a Node BFF's calls, one at a time, so that the test can act between them."""
+
+    def __init__(self, node: str, target: str, token: str) -> None:
+        script = Path(__file__).parent / "node_calls.mjs"
+        self._process = subprocess.Popen(
+            [node, str(script), target, token], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def __call__(self, method: str, **request: object) -> dict[str, Any]:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(json.dumps({"method": method, "request": request}) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        assert line, f"node_calls.mjs ended (exit {self._process.wait()})"
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        assert self._process.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def lost_reply(server: ServerProcess) -> Iterator[LostCallReply]:
+    proxy = LostCallReply(server.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def node_calls(node: str, server: ServerProcess, lost_reply: LostCallReply) -> Iterator[NodeCalls]:
+    calls = NodeCalls(node, f"127.0.0.1:{lost_reply.port}", mint_token(server.secret.encode(), "nodelost"))
+    yield calls
+    calls.close()
+
+
+def access_log_codes(server: ServerProcess, method: str) -> list[str]:
+    """The status of each attempt at `method` the server answered, from its access log."""
+    time.sleep(0.2)  # the log writer writes within ~20 ms of a call
+    marker = f"method=/todo.v1.TaskService/{method} code="
+    return [line.split(marker)[1].split()[0] for line in server.log().splitlines() if marker in line]
+
+
+def test_a_node_update_or_delete_whose_reply_is_lost_is_not_sent_again(
+    server: ServerProcess, lost_reply: LostCallReply, node_calls: NodeCalls
+) -> None:
+    task = node_calls("createTask", task={"title": "draft"})["ok"]["task"]
+    lost_reply.arm()
+    updated = node_calls("updateTask", task={"name": task["name"], "title": "final", "etag": task["etag"]})
+    # Not the server's word (no reason): sent again, the update would be ABORTED by its own change.
+    assert updated == {"error": {"code": "UNAVAILABLE", "reason": ""}}
+    assert lost_reply.reply_lost.is_set()
+    assert access_log_codes(server, "UpdateTask") == ["OK"]
+    assert node_calls("getTask", name=task["name"])["ok"]["task"]["title"] == "final"
+
+    lost_reply.arm()
+    deleted = node_calls("deleteTask", name=task["name"])
+    assert deleted == {"error": {"code": "UNAVAILABLE", "reason": ""}}  # again, it would be NOT_FOUND
+    assert access_log_codes(server, "DeleteTask") == ["OK"]
+    assert node_calls("listTasks")["ok"]["tasks"] == []
+
+
+def test_a_node_create_whose_reply_is_lost_is_sent_again_and_stored_once(
+    server: ServerProcess, lost_reply: LostCallReply, node_calls: NodeCalls
+) -> None:
+    node_calls("listTasks")  # connected before the proxy is armed
+    lost_reply.arm()
+    created = node_calls("createTask", task={"title": "pay rent"})["ok"]["task"]
+    assert lost_reply.reply_lost.is_set()
+    assert access_log_codes(server, "CreateTask") == ["OK", "OK"]
+    assert [task["name"] for task in node_calls("listTasks")["ok"]["tasks"]] == [created["name"]]
