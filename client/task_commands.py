@@ -125,6 +125,8 @@ def _set_completed(completed: bool) -> Callable[[TaskClient, argparse.Namespace]
     return run
 
 
+# The commands that write: a reply lost on the way back leaves them done or not, for all the CLI knows.
+_CHANGING_COMMANDS = frozenset({"add", "done", "undo", "edit", "rm"})
 # `todo edit --clear NAME` → the field it resets.
 _CLEARABLE = {"due": "due_time", "priority": "priority", "description": "description"}
 
@@ -160,6 +162,12 @@ def _explain(error: TaskServiceError, args: argparse.Namespace) -> CliError:
             return CliError("your token has expired: mint a new one (`todo token --sub ...`)", EXIT_AUTH)
         return CliError(f"the server refused the token ({error.reason}): {error.message}", EXIT_AUTH)
     if isinstance(error, Unavailable | DeadlineExceeded) and error.reason is None:
+        if args.changes:  # it answered the connection check: it may have made the change before this broke
+            return CliError(
+                f"no answer from {args.target} ({error.message}): the change may have been made "
+                "(`todo ls` shows whether it was)",
+                EXIT_UNREACHABLE,
+            )
         return _unreachable(args, args.timeout)
     if isinstance(error, Unavailable | DeadlineExceeded):
         return CliError(f"the server could not answer: {error}", EXIT_UNREACHABLE)
@@ -213,7 +221,7 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
         name: str, help_text: str, run: Callable[[TaskClient, argparse.Namespace], None], *aliases: str
     ):
         parser = commands.add_parser(name, help=help_text, parents=[connection], aliases=list(aliases))
-        parser.set_defaults(run=_runner(run))
+        parser.set_defaults(run=_runner(run), changes=name in _CHANGING_COMMANDS)
         return parser
 
     def task_fields(parser: argparse.ArgumentParser) -> None:

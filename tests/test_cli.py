@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_US
 from server.app import TodoServer, run_server
 from server.auth.tokens import user_id_is_safe
 from server.config import Secret, Settings
+from tests.faults.lost_call_reply import LostCallReply
 from tests.support import mint_token, unused_port
 from tests.tls import make_tls_files
 
@@ -268,3 +270,26 @@ def test_token_refuses_a_secret_the_server_would_refuse(
         status, out, err = todo(capsys, "token", "--sub", "alice")
     assert (status, out) == (EXIT_USAGE, "")
     assert err.strip() == "todo: BETTER_AUTH_SECRET is 5 bytes; todo-server needs at least 32: use the server's"
+
+
+@pytest.mark.parametrize("command", [["done"], ["edit", "--title", "renamed"], ["rm"]], ids=["done", "edit", "rm"])
+def test_a_change_whose_reply_is_lost_says_it_may_have_been_made(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, signed_in: str, command: list[str]
+) -> None:
+    """The connection breaks after the server did the change: the CLI must not say the server is not there,
+    or the user types the command again (and meets NOT_FOUND), or thinks the change was not made."""
+    task = todo_json(capsys, "add", "paid the rent?")
+    assert isinstance(task, dict)
+    task_id = task["name"].rsplit("/", 1)[1]
+    proxy = LostCallReply(int(os.environ["TODO_TARGET"].rsplit(":", 1)[1]))
+    monkeypatch.setenv("TODO_TARGET", f"127.0.0.1:{proxy.port}")
+    try:
+        proxy.arm()
+        status, out, err = todo(capsys, command[0], task_id, *command[1:])
+    finally:
+        proxy.close()
+    assert proxy.reply_lost.is_set()
+    assert (status, out) == (EXIT_UNREACHABLE, "")
+    assert "may have been made" in err
+    assert "todo ls" in err
+    assert "is todo-server running" not in err  # it is: it did the change
