@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import signal
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,32 @@ def readme_block(heading: str, language: str) -> str:
     return match.group(1)
 
 
+def run_walkthrough(
+    shell: str, script: str, *, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`script` run by `shell` with -e, -u and pipefail, in a process group of its own: should a step fail,
+    the shell exits before the walkthrough's own `kill %1`, and its background servers are ended here.
+    Output goes to files, which a background server holding them open cannot keep from being read."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        shell_process = subprocess.Popen(
+            [shell, "-euo", "pipefail", "-c", f"cd {cwd}\n{script}"],
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            shell_process.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(shell_process.pid, signal.SIGTERM)
+            shell_process.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(shell_process.args, shell_process.returncode, out.read(), err.read())
+
+
 def readme_section(heading: str, next_heading: str) -> str:
     """README.md's text from `heading` up to `next_heading`."""
     readme = (REPO / "README.md").read_text()
@@ -47,9 +77,12 @@ def test_the_python_bff_example_runs(server: ServerProcess, tmp_path: Path) -> N
     assert lines[-1] == "gone: NOT_FOUND TASK_NOT_FOUND"
 
 
-def test_the_grpcurl_walkthrough_runs(server: ServerProcess) -> None:
+@pytest.mark.parametrize("shell", ["bash", "zsh"])  # zsh: macOS's login shell, which does not split "$G"
+def test_the_grpcurl_walkthrough_runs(server: ServerProcess, shell: str) -> None:
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
     script = readme_block("## Try it with grpcurl", "sh").replace("localhost:50051", server.address)
-    result = run("bash", "-euo", "pipefail", "-c", f"cd {REPO}\n{script}", env=server.env)
+    result = run(shell, "-euo", "pipefail", "-c", f"cd {REPO}\n{script}", env=server.env)
     assert result.returncode == 0, result.stderr
     assert '"title": "Buy milk"' in result.stdout
     assert '"completed": true' in result.stdout
@@ -69,23 +102,25 @@ def test_the_cli_walkthrough_runs(server: ServerProcess) -> None:
     assert result.stdout.splitlines()[-1].startswith("deleted ")
 
 
-def test_the_tls_walkthrough_runs(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("the TLS walkthrough needs openssl on PATH")
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_the_tls_walkthrough_runs(tmp_path: Path, shell: str) -> None:
+    if shutil.which("openssl") is None or shutil.which(shell) is None:
+        pytest.skip(f"the TLS walkthrough needs openssl and {shell} on PATH")
     script = readme_block("**TLS and mutual TLS, to try them**", "sh")
     # Its files in a scratch directory, a free port, and the secret from the environment (no .env here).
     script = script.replace("dev-tls", str(tmp_path / "dev-tls")).replace("tls-try.db", str(tmp_path / "t.db"))
     script = script.replace("50053", str(unused_port())).replace("set -a && . ./.env && set +a", "")
     env = {**os.environ, "BETTER_AUTH_SECRET": secrets.token_urlsafe(48)}
-    result = run("bash", "-euo", "pipefail", "-c", f"cd {REPO}\n{script}", env=env)
+    result = run_walkthrough(shell, script, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr
     assert "Over mutual TLS" in result.stdout
     assert "todo.v1.TaskService" in result.stdout  # grpcurl's list, over mutual TLS
 
 
-def test_the_jwks_walkthrough_runs(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("the JWKS walkthrough needs openssl on PATH")
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_the_jwks_walkthrough_runs(tmp_path: Path, shell: str) -> None:
+    if shutil.which("openssl") is None or shutil.which(shell) is None:
+        pytest.skip(f"the JWKS walkthrough needs openssl and {shell} on PATH")
     script = readme_block("**Trying the JWKS path by hand**", "sh")
     # Free ports, and its files (the dev key, the database) in a scratch directory.
     script = script.replace("8787", str(unused_port())).replace("50052", str(unused_port()))
@@ -94,9 +129,7 @@ def test_the_jwks_walkthrough_runs(tmp_path: Path) -> None:
     # TODO_TARGET and TODO_TOKEN still set, which the walkthrough's own flags must override.
     env = {k: v for k, v in os.environ.items() if k != "BETTER_AUTH_SECRET"}
     env |= {"TODO_TARGET": "localhost:50051", "TODO_TOKEN": "not-this-one"}
-    # Should a step fail, bash -e exits before the walkthrough's own `kill %1 %2`: end its jobs anyway.
-    cleanup = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT"
-    result = run("bash", "-euo", "pipefail", "-c", f"cd {tmp_path}\n{cleanup}\n{script}", env=env)
+    result = run_walkthrough(shell, script, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert "Signed with EdDSA" in result.stdout.splitlines()[-1]  # `todo ls`, on the JWKS-backed server
     assert (tmp_path / ".todo-dev-ed25519.pem").exists()
