@@ -184,20 +184,23 @@ class Bench:
     def add_grpc(
         self, key: str, label: str, server, call: calls.GrpcCall, *, tolerance: float = 0.0, load_cpus=...
     ):  # type: ignore[no-untyped-def]
-        expected = calls.call_once(server.port, call)  # the exact bytes h2load sends get an OK answer
+        new_caller = self._new_writer if call.method.endswith("/CreateTask") else None
+        # The exact bytes h2load sends get an OK answer (from a new writer's call, for CreateTask).
+        probe = call if new_caller is None else replace(call, token=new_caller())
+        expected = calls.call_once(server.port, probe)
         cpus = self.load_cpus if load_cpus is ... else load_cpus
         target = Target(
             key, label, server, call, load_cpus=cpus, expected_bytes=expected, byte_tolerance=tolerance
         )
-        if call.method.endswith("/CreateTask"):
-            target.new_caller = self._new_writer
+        target.new_caller = new_caller
         self.targets.append(target)
 
     def _new_writer(self) -> str:
+        """A token for a writer no call has used yet; every writer's name has the same length, and so has
+        every CreateTask answer (its task's name holds the writer's id)."""
         self._writers += 1
-        return mint_hs256_token(
-            secret=self.secret.encode(), subject=f"{calls.WRITER}-{self._writers}", ttl_seconds=24 * 3600
-        )
+        subject = f"{calls.WRITER}-{self._writers:06d}"
+        return mint_hs256_token(secret=self.secret.encode(), subject=subject, ttl_seconds=24 * 3600)
 
     def add_rest(self, key: str, label: str, server: processes.ServerProcess, data: calls.Dataset) -> None:
         task_id = data.task_name.rsplit("/", 1)[1]
