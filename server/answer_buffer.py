@@ -19,7 +19,7 @@ import grpc
 from server.call_pipeline import Layer
 from server.errors import ResourceExhausted
 from server.identity import current_user_id
-from server.rpc_handlers import Behavior, service_of, wrap_method_handler
+from server.rpc_handlers import Behavior, service_of, when_the_call_ends, wrap_method_handler
 
 ANSWER_BUFFER_EXHAUSTED = "ANSWER_BUFFER_EXHAUSTED"
 
@@ -74,8 +74,7 @@ class UnreadAnswersLimit(Layer):
         with self._lock:
             self._unread += size
             self._by_user[user_id] = self._by_user.get(user_id, 0) + size
-        if not context.add_callback(functools.partial(self._release, user_id, size)):
-            self._release(user_id, size)  # the call has already ended
+        when_the_call_ends(context, functools.partial(self._release, user_id, size))
 
     def _release(self, user_id: str, size: int) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ import grpc
 from server.call_pipeline import Layer
 from server.errors import ResourceExhausted
 from server.identity import current_user_id
-from server.rpc_handlers import Behavior, service_of, wrap_method_handler
+from server.rpc_handlers import Behavior, service_of, when_the_call_ends, wrap_method_handler
 
 PUBLIC_CALLS_EXHAUSTED = "PUBLIC_CALLS_EXHAUSTED"
 CALLER_CALLS_EXHAUSTED = "CALLER_CALLS_EXHAUSTED"
@@ -92,8 +92,7 @@ class _CountedCalls(Layer, abc.ABC):
         not when the handler returns. A client that never reads its answers leaves them in the server's memory
         (a ListTasks page is up to 3 MiB), and those calls must go on counting against it."""
         key = self._enter(context)
-        if not context.add_callback(functools.partial(self._leave, key)):
-            self._leave(key)  # the call has already ended
+        when_the_call_ends(context, functools.partial(self._leave, key))
 
     def _enter(self, context: grpc.ServicerContext) -> str:
         key = self.key(context)

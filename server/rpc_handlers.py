@@ -40,6 +40,13 @@ def service_of(method: str) -> str:
     return method[1 : method.rfind("/")]
 
 
+def when_the_call_ends(context: grpc.ServicerContext, callback: Callable[[], object]) -> None:
+    """Runs `callback` when the call ends, not when its handler returns: once its answer is delivered (grpcio
+    holds it until the client has read it), or the call is cancelled; at once if it has already ended."""
+    if not context.add_callback(callback):
+        callback()
+
+
 def final_code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
     """The status a call ended with, as the layers that report it (metrics, access log, tracing) count it.
 
