@@ -24,6 +24,14 @@ from server.rpc_handlers import Behavior, service_of, when_the_call_ends, wrap_m
 ANSWER_BUFFER_EXHAUSTED = "ANSWER_BUFFER_EXHAUSTED"
 
 
+def _size_of(answer: Any) -> int:
+    """The bytes `answer` takes on the wire: a protobuf message's size, or the length of raw bytes (what a
+    handler registered without a serializer returns)."""
+    if isinstance(answer, bytes | bytearray | memoryview):
+        return len(answer)
+    return int(answer.ByteSize())
+
+
 class UnreadAnswersLimit(Layer):
     """Counts each unary answer's bytes against its caller from when it is made until its call ends. A call
     is refused at once (RESOURCE_EXHAUSTED) when its caller's unread bytes reach `per_user_bytes`, or when
@@ -51,7 +59,7 @@ class UnreadAnswersLimit(Layer):
                 admit(user_id)
                 response = behavior(request, context)
                 if response is not None:
-                    hold(user_id, response.ByteSize(), context)
+                    hold(user_id, _size_of(response), context)
                 return response
 
             return unary
