@@ -58,8 +58,9 @@ class UnreadAnswersLimit(Layer):
                 user_id = current_user_id()
                 admit(user_id)
                 response = behavior(request, context)
-                if response is not None:
-                    hold(user_id, _size_of(response), context)
+                size = 0 if response is None else _size_of(response)
+                if size:  # an empty answer holds nothing; and a caller's entry exists only while it holds bytes
+                    hold(user_id, size, context)
                 return response
 
             return unary
