@@ -44,6 +44,12 @@ UNREAD_ANSWER_BYTES = 256 * 1024 * 1024
 UNREAD_ANSWER_BYTES_PER_USER = 16 * 1024 * 1024
 
 
+# The share of the running turns (`--max-workers`) one signed-in user may hold at once: four users holding
+# theirs still leave every other user's calls a turn as soon as one ends (server/running_calls.py). A page
+# render's handful of calls fits in it.
+CALLER_TURNS_SHARE = 0.25
+
+
 def public_calls_limits(max_concurrent_rpcs: int) -> tuple[int, int]:
     """(public calls in flight in all, from one address) for a server running `max_concurrent_rpcs`."""
     limit = max(1, int(max_concurrent_rpcs * PUBLIC_CALLS_SHARE))
@@ -53,6 +59,11 @@ def public_calls_limits(max_concurrent_rpcs: int) -> tuple[int, int]:
 def caller_calls_limit(max_concurrent_rpcs: int) -> int:
     """Calls one signed-in user may have in flight on a server running `max_concurrent_rpcs`."""
     return max(1, int(max_concurrent_rpcs * CALLER_CALLS_SHARE))
+
+
+def caller_turns(max_workers: int) -> int:
+    """How many of `max_workers` running turns one signed-in user may hold at once."""
+    return max(1, int(max_workers * CALLER_TURNS_SHARE))
 
 
 # Concurrent calls on one HTTP/2 connection; more wait in the client until one ends.

@@ -21,16 +21,8 @@ import grpc
 
 from server.call_pipeline import Layer
 from server.identity import peek_identity
+from server.limits import caller_turns
 from server.rpc_handlers import Behavior, wrap_method_handler
-
-# The share of the running turns one signed-in user may hold at once: four users holding theirs still leave
-# every other user's calls a turn as soon as one ends. A page render's handful of calls fits in it.
-CALLER_TURNS_SHARE = 0.25
-
-
-def caller_turns(limit: int) -> int:
-    """How many of `limit` running turns one signed-in user may hold at once."""
-    return max(1, int(limit * CALLER_TURNS_SHARE))
 
 
 def _turns(count: int) -> queue.SimpleQueue[None]:

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from todo.v1 import task_service_pb2 as pb
 
 from server.config import Settings
-from server.running_calls import caller_turns
+from server.limits import caller_turns
 from tests.support import User
 
 pytestmark = pytest.mark.sqlite_only
