@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import sqlite3
 import stat
@@ -33,7 +34,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 POSTGRES_STATEMENT_TIMEOUT_MS = 30_000
 # Connections older than this are replaced before idle-killing proxies and firewalls cut them.
 POSTGRES_POOL_RECYCLE_SECONDS = 1800
-# A database host that does not answer fails the call (UNAVAILABLE) instead of hanging its thread.
+# A database host that does not answer fails the call (UNAVAILABLE) instead of hanging its thread: after this
+# long, or when the call's deadline passes if that is sooner.
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 
 
@@ -310,6 +312,12 @@ unpinged_checkout: ContextVar[bool] = ContextVar("todo_unpinged_checkout", defau
 
 def _configure_postgresql(engine: Engine) -> None:
     dialect = engine.dialect
+
+    @event.listens_for(engine, "do_connect")
+    def _connect_within_the_call(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        # A host that accepts TCP and never answers holds the call's thread for the connect timeout: no
+        # longer than the call has left (psycopg rounds anything under 2 s up to 2).
+        cparams["connect_timeout"] = math.ceil(_wait_ms(POSTGRES_CONNECT_TIMEOUT_SECONDS * 1000) / 1000)
 
     @event.listens_for(engine.pool, "checkout")
     def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
