@@ -19,7 +19,8 @@ class SchemaBehindError(RuntimeError):
     """The database's schema is older than this server's code; the message says how to fix it."""
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, running its commands on `connection` (migrations/env.py)."""
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -27,7 +28,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, "server/db/migrations has no revisions"
     return head
 
@@ -37,8 +38,8 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def migrate(engine: Engine, *, write_option: str) -> None:
-    """Brings the schema up to this code's head revision (a no-op when it is there).
+def migrate(engine: Engine, *, write_option: str, target: str = "head") -> None:
+    """Brings the schema up to this code's head revision, or `target` (a no-op when it is there).
 
     Two servers started together with --migrate take turns: the second waits for the first's lock
     (PostgreSQL advisory lock; SQLite BEGIN IMMEDIATE via `write_option`) and then finds nothing to do.
@@ -46,7 +47,7 @@ def migrate(engine: Engine, *, write_option: str) -> None:
     with engine.connect().execution_options(**{write_option: True}) as connection, connection.begin():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_MIGRATION_LOCK})
-        command.upgrade(_config(connection), "head")
+        command.upgrade(alembic_config(connection), target)
 
 
 def require_current(engine: Engine) -> None:
