@@ -67,3 +67,13 @@ class Task(OwnedByUser, Base):
         Index("ix_tasks_owner_title", "owner_id", "title", "id"),
         Index("ix_tasks_owner_priority", "owner_id", "priority", "id"),
     )
+
+
+class TaskCount(OwnedByUser, Base):
+    """How many tasks an owner keeps, one row per owner with tasks. Written only by the database: triggers
+    on `tasks` (migration 0003) keep it equal to the owner's COUNT(*), whoever writes the tasks."""
+
+    __tablename__ = "task_counts"
+
+    owner_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tasks: Mapped[int] = mapped_column()

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Select, bindparam, exc, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from server.db.models import Task
+from server.db.models import Task, TaskCount
 from server.db.session import Database
 from server.errors import Aborted, AlreadyExists, NotFound, ResourceExhausted
 from server.identity import current_user_id
@@ -49,7 +49,7 @@ _RECORD_COLUMNS = (
     Task.revision,
 )
 _RECORD_BY_ID = select(*_RECORD_COLUMNS).where(Task.id == bindparam("task_id"))
-_TASK_COUNT = select(func.count()).select_from(Task)  # the caller's: the session adds the owner
+_TASKS_KEPT = select(TaskCount.tasks)  # the caller's count: the session adds the owner
 # The task a request_id made, and what that request asked for (TaskFields.fingerprint), last.
 _RECORD_BY_REQUEST_ID = select(*_RECORD_COLUMNS, Task.request_fingerprint).where(
     Task.request_id == bindparam("request_id")
@@ -227,9 +227,9 @@ class TaskRepository:
         )
         try:
             with self._db.transaction(write=True) as session:
-                self._refuse_past_the_limit(session)
                 session.add(task)
                 session.flush()
+                self._refuse_past_the_limit(session)
                 return _record(task)
         except exc.IntegrityError:
             # A retry with the same request_id committed first (perhaps on another replica): answer with it.
@@ -238,12 +238,13 @@ class TaskRepository:
             raise
 
     def _refuse_past_the_limit(self, session: Session) -> None:
-        """Raises ResourceExhausted when the caller already keeps `max_tasks_per_user` tasks. Counted in the
-        write's transaction; on PostgreSQL, creates of one caller committing at the same moment may each
-        count the same total, so the bound can be passed by as many as run at once (server/running_calls.py)."""
+        """Raises ResourceExhausted (rolling the create back) when, with the task just inserted, the caller
+        keeps more than `max_tasks_per_user`. One row read: the database keeps the count (task_counts,
+        migration 0003). The insert's trigger locks that row until the create commits (PostgreSQL; SQLite's
+        BEGIN IMMEDIATE serialises writers anyway): one caller's racing creates take turns, the bound is exact."""
         if self._max_tasks is None:
             return
-        if session.scalar(_TASK_COUNT) >= self._max_tasks:
+        if session.scalar(_TASKS_KEPT) > self._max_tasks:
             raise ResourceExhausted(
                 f"you keep {self._max_tasks} tasks, the most one user may; delete some to add more",
                 reason=TASK_LIMIT_REACHED,
