@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from server.app import build_server
 from server.config import ConfigError, Settings, load_migrate_database_url, load_settings
-from server.db.schema import SchemaBehindError, head_revision
+from server.db.schema import SchemaError, current_revision
 from server.db.session import Database
 from server.log_format import configure_logging
 from server.workers import STOP_SIGNALS, run_workers
@@ -30,7 +30,7 @@ def migrate(argv: Sequence[str]) -> int:
     database = Database(url, pool_size=1)
     try:
         database.migrate()
-        _log.info("the database schema is at revision %s", head_revision())
+        _log.info("the database schema is at revision %s", current_revision(database.engine))
     except SQLAlchemyError as error:
         print(f"todo-server migrate: the database refused the migration ({type(error).__name__})", file=sys.stderr)
         return 1
@@ -59,7 +59,7 @@ def serve(settings: Settings) -> int:
     stopping = _stop_on_signals()
     try:
         todo_server = build_server(settings)
-    except (ConfigError, SchemaBehindError) as error:
+    except (ConfigError, SchemaError) as error:
         return _refuse(error)
     todo_server.start()
     transport = "TLS" if settings.tls_certificate_chain else "plaintext"
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     try:
         return run_workers(settings, serve, _stop_on_signals())
-    except (ConfigError, SchemaBehindError) as error:
+    except (ConfigError, SchemaError) as error:
         return _refuse(error)
 
 

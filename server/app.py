@@ -157,14 +157,14 @@ def _health_following(health_servicer: health.HealthServicer) -> Callable[[bool]
 
 
 def _open_database(settings: Settings) -> Database:
-    """The database, reachable and at this code's schema; ConfigError or SchemaBehindError say the fix."""
+    """The database, reachable and at this code's schema; ConfigError or SchemaError say the fix."""
     # One connection per call allowed to run (RunningCallsInterceptor), and one for the readiness check,
     # so that a replica whose calls all hold a connection still answers its health probe as SERVING.
     database = Database(settings.database_url, pool_size=settings.max_workers + 1)
     try:
         if settings.migrate:
             database.migrate()
-        database.require_current_schema()  # SchemaBehindError: never serve on a schema older than this code
+        database.require_current_schema()  # SchemaError: never serve on a schema this code cannot run on
     except SQLAlchemyError as error:
         database.dispose()
         cause = str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()[0][:200]
@@ -179,8 +179,8 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
     """A configured, bound, not yet started server for `settings`.
 
     `tracer_provider` (an OpenTelemetry TracerProvider) turns tracing on with it; without one, tracing is
-    on only when `settings.tracing` is, exporting over OTLP. Raises ConfigError, or SchemaBehindError when
-    the database needs `todo-server migrate`.
+    on only when `settings.tracing` is, exporting over OTLP. Raises ConfigError, or SchemaError when
+    this code cannot run on the database's schema (it needs `todo-server migrate`, or a newer release).
     """
     # The JWKS cache's first load re-checks readiness at once rather than at the next round.
     on_keys_loaded: list[Callable[[], Any]] = []

@@ -52,7 +52,7 @@ def reserved_port(listen: str) -> Iterator[int]:
 def run_workers(settings: Settings, serve: Callable[[Settings], int], stopping: threading.Event) -> int:
     """Forks `settings.workers` processes that each `serve` on one shared port; 0 if all exit cleanly.
 
-    Raises ConfigError if the port is taken, SchemaBehindError if the database needs migrating.
+    Raises ConfigError if the port is taken, SchemaError if the server cannot run on the database's schema.
 
     `stopping` (set by the parent's signal handlers) sends SIGTERM to every worker, which drains as
     one server would. A worker that dies stops the others: a half-size pool should not pass for healthy.

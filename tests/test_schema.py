@@ -1,4 +1,5 @@
-"""Migrations are the only source of the schema: they match the models, and the server refuses a schema behind."""
+"""Migrations are the only source of the schema: they match the models, and the server refuses a schema behind
+its code, or ahead of it unless the newer release says this one may run on it."""
 
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ from sqlalchemy import text
 
 from server.app import build_server
 from server.config import Secret, Settings
+from server.db.connections import WRITE_OPTION
 from server.db.models import Base
-from server.db.schema import SchemaBehindError, current_revision, head_revision
+from server.db.schema import (
+    SchemaAheadError,
+    SchemaBehindError,
+    current_revision,
+    head_revision,
+    known_revisions,
+    migrate,
+    migration_module,
+    oldest_release,
+)
 from server.db.session import Database
 from tests.e2e.conftest import BIN, run, start_server, stop_server
 
@@ -49,11 +60,11 @@ def test_the_server_refuses_an_empty_database_and_names_the_fix(fresh_database_u
 
 def test_the_server_refuses_a_schema_behind_its_code(fresh_database_url: str) -> None:
     database = Database(fresh_database_url, pool_size=1)
+    previous = known_revisions()[-2]
     try:
-        database.migrate()
-        with database.engine.begin() as connection:  # as if this release added a migration not yet run
-            connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
-        with pytest.raises(SchemaBehindError, match="at revision 0000, this server needs"):
+        migrate(database.engine, write_option=WRITE_OPTION, target=previous)  # this release's migration not run
+        behind = f"at revision {previous}, this server needs {head_revision()}"
+        with pytest.raises(SchemaBehindError, match=behind):
             build_server(_settings(fresh_database_url, migrate=False))
     finally:
         database.dispose()
@@ -99,3 +110,61 @@ def test_todo_server_without_migrate_exits_with_one_line_then_serves_after_migra
     assert migrated.returncode == 0, migrated.stderr
     server = start_server(tmp_path, env={"DATABASE_URL": url, "TODO_MIGRATE": "0"})
     assert stop_server(server) == 0
+
+
+# A rolling deploy: the new release migrated the database (`todo-server migrate`) while replicas of the
+# release before still run, and one of those restarts. Here this code plays that older release: the
+# database is stamped with a revision it has never heard of, as a newer release's migration would leave it.
+_NEWER_REVISION = "9999"
+
+
+def _as_left_by_a_newer_release(database: Database, *, oldest_release: str) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :newer"), {"newer": _NEWER_REVISION})
+        connection.execute(text("UPDATE schema_compatibility SET oldest_release = :old"), {"old": oldest_release})
+
+
+def test_migrating_records_the_oldest_release_that_runs_on_the_schema(fresh_database_url: str) -> None:
+    database = Database(fresh_database_url, pool_size=1)
+    try:
+        database.migrate()
+        assert oldest_release(database.engine) == migration_module(head_revision()).oldest_release
+    finally:
+        database.dispose()
+
+
+def test_every_migration_names_an_oldest_release_at_or_before_itself() -> None:
+    revisions = known_revisions()
+    for revision in revisions:
+        oldest = migration_module(revision).oldest_release
+        assert oldest in revisions, f"migration {revision}: oldest_release {oldest!r} is no revision"
+        assert revisions.index(oldest) <= revisions.index(revision), f"migration {revision} names a later one"
+
+
+def test_a_server_runs_on_a_newer_releases_schema_that_says_it_may(
+    fresh_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(fresh_database_url, pool_size=1)
+    try:
+        database.migrate()
+        _as_left_by_a_newer_release(database, oldest_release=head_revision())
+        with caplog.at_level("WARNING", logger="todo.db"):
+            todo_server = build_server(_settings(fresh_database_url, migrate=True))  # --migrate: nothing to do
+        todo_server.stop(None)
+        assert current_revision(database.engine) == _NEWER_REVISION  # not touched
+        assert f"revision {_NEWER_REVISION}, from a newer release" in caplog.text
+    finally:
+        database.dispose()
+
+
+def test_a_server_refuses_a_newer_releases_schema_that_needs_a_newer_server(fresh_database_url: str) -> None:
+    database = Database(fresh_database_url, pool_size=1)
+    try:
+        database.migrate()
+        _as_left_by_a_newer_release(database, oldest_release="9998")
+        for migrate in (False, True):
+            with pytest.raises(SchemaAheadError, match="needs a server at revision 9998 or newer: deploy"):
+                build_server(_settings(fresh_database_url, migrate=migrate))
+        assert current_revision(database.engine) == _NEWER_REVISION
+    finally:
+        database.dispose()

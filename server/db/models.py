@@ -77,3 +77,13 @@ class TaskCount(OwnedByUser, Base):
 
     owner_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     tasks: Mapped[int] = mapped_column()
+
+
+class SchemaCompatibility(Base):
+    """One row: the oldest release (by its head migration's revision) that can run on this schema. Written
+    by `todo-server migrate` from the newest migration's `oldest_release`; read by a server of an older
+    release that finds the database ahead of its code, during a rolling deploy (server/db/schema.py)."""
+
+    __tablename__ = "schema_compatibility"
+
+    oldest_release: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -88,7 +88,7 @@ class Database:
         schema.migrate(self.engine, write_option=WRITE_OPTION)
 
     def require_current_schema(self) -> None:
-        """Raises SchemaBehindError when the schema is behind this code (the message names the fix)."""
+        """Raises SchemaError unless this code can run on the schema (the message names the fix)."""
         schema.require_current(self.engine)
 
     def ping(self) -> bool:

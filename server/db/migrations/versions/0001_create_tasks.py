@@ -13,6 +13,8 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+# The first schema: no release before it.
+oldest_release = "0001"
 
 _ORDER_INDEXES = {  # index name → sort key; every one ends in id so each ListTasks page is a range scan
     "ix_tasks_owner_create_time": "create_time",

@@ -13,6 +13,8 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+# A nullable column: 0001's code inserts NULL there, which a retry does not compare.
+oldest_release = "0001"
 
 
 def upgrade() -> None:

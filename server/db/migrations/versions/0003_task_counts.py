@@ -18,6 +18,8 @@ revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+# A table and triggers: 0002's code counts with COUNT(*) and never writes task_counts; the triggers do.
+oldest_release = "0002"
 
 _OWNER_IS_FIXED = "tasks.owner_id never changes: insert the task under its new owner, then delete this one"
 
