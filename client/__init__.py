@@ -1,6 +1,7 @@
 """Python client for todo.v1.TaskService (`TaskClient`) and the `todo` CLI; the stubs live in `todo.v1`."""
 
 from client.async_task_client import AsyncTaskClient
+from client.connectivity import Connection
 from client.errors import (
     Aborted,
     AlreadyExists,
@@ -20,6 +21,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AsyncTaskClient",
+    "Connection",
     "DeadlineExceeded",
     "InvalidArgument",
     "NotFound",

@@ -14,6 +14,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 
 from client.caller import ActsForCaller
 from client.channel import ClientCertificate, TlsOption, open_channel
+from client.connectivity import Connection, first_connection
 from client.errors import TaskServiceError, from_rpc_error
 from client.requests import ME, PriorityLike, create_request, list_request, task_name, update_request
 from client.write_retries import backoffs, nothing_written
@@ -67,6 +68,12 @@ class TaskClient(ActsForCaller[Callable[[], str]]):
         except grpc.FutureTimeoutError:
             return False
         return True
+
+    def first_connection(self, timeout: float) -> Connection:
+        """How the first attempt to connect ends, within `timeout` seconds: `Connection.READY`, `FAILED` (known
+        at once: nothing listening, unresolvable, a TLS mismatch) or `SILENT` (no answer yet). Unlike
+        `wait_until_connected`, it does not wait for a server that is not there to come up."""
+        return first_connection(self._channel, timeout)
 
     def create_task(
         self,

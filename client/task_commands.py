@@ -13,6 +13,7 @@ from todo.v1 import task_service_pb2 as pb
 
 from client import output
 from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from client.connectivity import Connection, tcp_problem
 from client.errors import (
     DeadlineExceeded,
     NotFound,
@@ -24,7 +25,8 @@ from client.errors import (
 from client.task_client import TaskClient
 
 DEFAULT_TARGET = "localhost:50051"
-# How long the CLI waits for a connection before saying nobody answers there (a local server takes ms).
+# How long the CLI waits for a connection before saying nobody answers there (a local server takes ms); a
+# connection refused is said at once.
 _CONNECT_SECONDS = 3.0
 _FULL_ID = re.compile(r"[0-9a-f]{32}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -65,7 +67,7 @@ def _open_client(args: argparse.Namespace) -> TaskClient:
     token = args.token or os.environ.get("TODO_TOKEN")
     if not token:
         raise CliError("no token: pass --token or set TODO_TOKEN (`todo token --sub alice` mints one)", EXIT_AUTH)
-    ca = args.ca or os.environ.get("TODO_CA")
+    ca = args.ca = args.ca or os.environ.get("TODO_CA")  # kept: a failed connection's hint depends on it
     cert, key = args.cert or os.environ.get("TODO_CERT"), args.key or os.environ.get("TODO_KEY")
     if bool(cert) != bool(key):
         raise CliError("a client certificate needs both --cert and --key (TODO_CERT, TODO_KEY)", EXIT_USAGE)
@@ -197,12 +199,38 @@ def _unreachable(args: argparse.Namespace, seconds: float) -> CliError:
     )
 
 
+def _connection_failed(args: argparse.Namespace) -> CliError:
+    """What to do when the connection failed at once: nothing listening there, or not gRPC as this speaks it."""
+    problem = tcp_problem(args.target)
+    if problem == "connection refused":
+        message = (
+            f"nothing is listening at {args.target} (connection refused): start the server (`make run`), "
+            "or point --target / TODO_TARGET at where it listens"
+        )
+    elif problem:
+        message = f"cannot connect to {args.target} ({problem}): check --target / TODO_TARGET"
+    elif args.ca:
+        message = (
+            f"{args.target} took the connection but the TLS handshake failed: check that it serves TLS, that "
+            "--ca (TODO_CA) signed its certificate, and --cert/--key if it asks for a client certificate"
+        )
+    else:
+        message = (
+            f"{args.target} took the connection but did not answer gRPC over plaintext: for a TLS server "
+            "pass --ca (TODO_CA); else check the port in --target / TODO_TARGET"
+        )
+    return CliError(message, EXIT_UNREACHABLE)
+
+
 def _runner(command: Callable[[TaskClient, argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         args.target = _checked_target(args.target or os.environ.get("TODO_TARGET") or DEFAULT_TARGET)
         with _open_client(args) as client:
             connect_seconds = min(args.timeout, _CONNECT_SECONDS)
-            if not client.wait_until_connected(connect_seconds):
+            connection = client.first_connection(connect_seconds)
+            if connection is Connection.FAILED:
+                raise _connection_failed(args)
+            if connection is Connection.SILENT:
                 raise _unreachable(args, connect_seconds)
             try:
                 command(client, args)

@@ -23,6 +23,7 @@ from todo.v1 import task_service_pb2_grpc as pb_grpc
 from client import (
     Aborted,
     AlreadyExists,
+    Connection,
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
@@ -159,6 +160,17 @@ def test_a_stale_etag_raises_aborted(connect: Callable[..., TaskClient]) -> None
         client.update_task(task.name, title="mine", etag=task.etag)
     with pytest.raises(Aborted):
         client.delete_task(task.name, etag=task.etag)
+
+
+def test_first_connection_says_at_once_that_nothing_listens(
+    connect: Callable[..., TaskClient], secret: bytes
+) -> None:
+    assert connect().first_connection(5) is Connection.READY
+    with TaskClient(f"127.0.0.1:{unused_port()}", token=mint_token(secret)) as nobody:
+        started = time.monotonic()
+        assert nobody.first_connection(5) is Connection.FAILED
+        assert time.monotonic() - started < 0.5
+        assert not nobody.wait_until_connected(0.5)  # which waits for a server to come up
 
 
 def test_a_bad_token_raises_unauthenticated_with_its_reason(connect: Callable[..., TaskClient]) -> None:
