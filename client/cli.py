@@ -99,9 +99,22 @@ def _cmd_jwks(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="todo", description="Talk to a todo-tasks server.")
+    parser = argparse.ArgumentParser(
+        prog="todo",
+        description="Talk to a todo-tasks server.",
+        epilog=(
+            "Start here: `make run` serves on localhost:50051 (TODO_TARGET or --target for another); "
+            '`export TODO_TOKEN=$(todo token --sub alice)`, then `todo add "Buy milk"` and `todo ls`. '
+            "`todo COMMAND --help` gives each command's options. Exit status: 1 the server said no, 2 usage, "
+            "3 no or refused token, 4 no server or no answer."
+        ),
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    token = commands.add_parser("token", help="mint a development token (HS256, signed with BETTER_AUTH_SECRET)")
+    token = commands.add_parser(
+        "token",
+        help="mint a development token (HS256, signed with BETTER_AUTH_SECRET)",
+        description="Mint a development token: HS256, signed with BETTER_AUTH_SECRET (or .env's), or EdDSA.",
+    )
     token.add_argument("--sub", required=True, help="the user id the token names")
     token.add_argument("--ttl", default="1h", help="how long it stays valid: 90s, 15m, 1h, 7d (default 1h)")
     token.add_argument("--email", help="an email claim to include")
@@ -116,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--issuer", help="EdDSA: iss and aud, as Better Auth sets them (its base URL)")
     token.set_defaults(run=_cmd_token)
-    jwks = commands.add_parser("jwks", help="print (or --serve) the JWKS of the local EdDSA key")
+    jwks = commands.add_parser(
+        "jwks",
+        help="print (or --serve) the JWKS of the local EdDSA key",
+        description="Print (or --serve) the JWKS of the local EdDSA key.",
+    )
     jwks.add_argument(
         "--key-file", default=_DEV_KEY_FILE, help=f"EdDSA private key, made if absent ({_DEV_KEY_FILE})"
     )

@@ -242,44 +242,63 @@ def _runner(command: Callable[[TaskClient, argparse.Namespace], None]) -> Callab
 
 
 def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Registers add, ls, show, done, undo, edit and rm on the `todo` parser's subcommands."""
+    """Registers add, ls (list), show, done, undo, edit and rm on the `todo` parser's subcommands."""
     connection = _connection_options()
 
-    def command(  # type: ignore[no-untyped-def]
-        name: str, help_text: str, run: Callable[[TaskClient, argparse.Namespace], None], *aliases: str
-    ):
-        parser = commands.add_parser(name, help=help_text, parents=[connection], aliases=list(aliases))
-        parser.set_defaults(run=_runner(run), changes=name in _CHANGING_COMMANDS)
-        return parser
+    def command(
+        name: str,
+        help_text: str,
+        run: Callable[[TaskClient, argparse.Namespace], None],
+        arguments: Callable[[argparse.ArgumentParser], None],
+        *aliases: str,
+    ) -> None:
+        # A parser per alias, not argparse's aliases: its usage line and errors then name what was typed
+        # (`todo list --help` says `usage: todo list`); the command list shows the first name only.
+        also = f" (also: todo {', todo '.join(aliases)})" if aliases else ""
+        for typed in (name, *aliases):
+            listing = {"help": help_text + also} if typed == name else {}
+            parser = commands.add_parser(typed, description=_sentence(help_text), parents=[connection], **listing)
+            parser.set_defaults(run=_runner(run), changes=name in _CHANGING_COMMANDS)
+            arguments(parser)
 
     def task_fields(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--description", help="longer text")
         parser.add_argument("--priority", choices=["low", "medium", "high"])
         parser.add_argument("--due", type=_due, help="2026-12-01 or 2026-12-01T17:00 (local time)")
 
-    add = command("add", "create a task", _add)
-    add.add_argument("title")
-    task_fields(add)
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("title")
+        task_fields(parser)
 
-    ls = command("ls", "list your tasks", _ls, "list")
-    state = ls.add_mutually_exclusive_group()
-    state.add_argument("--done", action="store_true", help="only completed tasks")
-    state.add_argument("--open", action="store_true", help="only open tasks")
-    ls.add_argument("--query", help="only tasks whose title or description contains this")
-    ls.add_argument("--order-by", help="e.g. 'priority desc', 'due_time' (default: newest first)")
+    def ls_arguments(parser: argparse.ArgumentParser) -> None:
+        state = parser.add_mutually_exclusive_group()
+        state.add_argument("--done", action="store_true", help="only completed tasks")
+        state.add_argument("--open", action="store_true", help="only open tasks")
+        parser.add_argument("--query", help="only tasks whose title or description contains this")
+        parser.add_argument("--order-by", help="e.g. 'priority desc', 'due_time' (default: newest first)")
 
-    for name, help_text, run in (
-        ("show", "show one task", _show),
-        ("done", "mark a task done", _set_completed(True)),
-        ("undo", "mark a task not done", _set_completed(False)),
-        ("rm", "delete a task", _rm),
-    ):
-        command(name, help_text, run).add_argument("id", help="task id, or a unique prefix of it")
+    def task_id(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("id", help="task id, or a unique prefix of it")
 
-    edit = command("edit", "change a task's fields", _edit)
-    edit.add_argument("id", help="task id, or a unique prefix of it")
-    edit.add_argument("--title")
-    task_fields(edit)
-    edit.add_argument(
-        "--clear", action="append", choices=list(_CLEARABLE), help="remove the due date, priority or description"
-    )
+    def edit_arguments(parser: argparse.ArgumentParser) -> None:
+        task_id(parser)
+        parser.add_argument("--title")
+        task_fields(parser)
+        parser.add_argument(
+            "--clear",
+            action="append",
+            choices=list(_CLEARABLE),
+            help="remove the due date, priority or description",
+        )
+
+    command("add", "create a task", _add, add_arguments)
+    command("ls", "list your tasks", _ls, ls_arguments, "list")
+    command("show", "show one task", _show, task_id)
+    command("done", "mark a task done", _set_completed(True), task_id)
+    command("undo", "mark a task not done", _set_completed(False), task_id)
+    command("rm", "delete a task", _rm, task_id)
+    command("edit", "change a task's fields", _edit, edit_arguments)
+
+
+def _sentence(text: str) -> str:
+    return f"{text[0].upper()}{text[1:]}."

@@ -387,3 +387,34 @@ def test_a_change_whose_reply_is_lost_says_it_may_have_been_made(
     assert "may have been made" in err
     assert "todo ls" in err
     assert "is todo-server running" not in err  # it is: it did the change
+
+
+@pytest.mark.parametrize("typed", ["ls", "list"])
+def test_help_and_usage_errors_name_the_command_as_typed(capsys: pytest.CaptureFixture[str], typed: str) -> None:
+    with pytest.raises(SystemExit) as shown:
+        main([typed, "--help"])
+    assert shown.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: todo {typed} [-h]")
+    with pytest.raises(SystemExit) as refused:
+        main([typed, "--done", "--open"])
+    assert refused.value.code == EXIT_USAGE
+    assert f"todo {typed}: error: argument --open: not allowed with argument --done" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["token", "jwks", "add", "ls", "list", "show", "done", "undo", "rm", "edit"])
+def test_each_commands_help_says_what_it_does(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    _usage, _, rest = capsys.readouterr().out.partition("\n\n")
+    summary = rest.splitlines()[0]
+    assert not summary.endswith(":"), f"`todo {command} --help` starts with {summary!r}, not what it does"
+
+
+def test_todo_help_says_how_to_start_and_what_exit_statuses_mean(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "make run" in text
+    assert "todo token --sub alice" in text
+    assert "TODO_TARGET" in text
+    assert all(f"{status} " in text for status in (EXIT_REFUSED, EXIT_USAGE, EXIT_AUTH, EXIT_UNREACHABLE))
