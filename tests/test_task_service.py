@@ -490,6 +490,28 @@ def test_update_ignores_output_only_paths_named_beside_writable_ones(alice: User
 
 
 @pytest.mark.parametrize(
+    "paths",
+    [["title", "title"], ["title", "etag", "title", "etag"], ["*", "*"]],
+    ids=["title-twice", "etag-twice-beside-title", "star-twice"],
+)
+def test_update_takes_a_path_named_twice_as_named_once(alice: User, paths: list[str]) -> None:
+    """A FieldMask is a set of paths (field_mask.proto; its canonical form drops repeats), and AIP-161 refuses
+    only paths that name no field: `title,title` changes the title, as `title` does."""
+    task = alice.create_task("old")
+    updated = alice.update_task(pb.Task(name=task.name, title="new"), paths)
+    assert updated.title == "new"
+    assert alice.get_task(task.name) == updated
+
+
+def test_update_refuses_star_beside_named_paths_and_says_why(alice: User) -> None:
+    task = alice.create_task("old", description="kept?")
+    failure = failure_of(lambda: alice.update_task(pb.Task(name=task.name, title="new"), ["*", "title"]))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.violations == {"update_mask": "'*' names every field: send it alone, or name the fields"}
+    assert alice.get_task(task.name) == task
+
+
+@pytest.mark.parametrize(
     ("paths", "task_fields", "field"),
     [
         pytest.param(["name"], {}, "update_mask", id="output-only-path"),

@@ -153,13 +153,17 @@ _IGNORED_PATHS = frozenset({"name", "create_time", "update_time", "complete_time
 
 
 def task_changes(task: pb.Task, mask: field_mask_pb2.FieldMask, violations: Violations) -> dict[str, Any]:
-    """The fields an update changes, by `mask` (`*` = all; no mask = those set in `task`, per AIP-134)."""
-    paths = [path for path in mask.paths if path not in _IGNORED_PATHS]
+    """The fields an update changes, by `mask` (`*` = all; no mask = those set in `task`, per AIP-134).
+    A mask is a set of paths: one named twice counts once (FieldMask's canonical form drops repeats)."""
+    paths = [path for path in dict.fromkeys(mask.paths) if path not in _IGNORED_PATHS]
     if mask.paths and not paths:
         violations.add("update_mask", "names only output-only fields; name a field to change")
         return {}
     if paths == ["*"]:
         paths = list(WRITABLE_FIELDS)
+    elif "*" in paths:
+        violations.add("update_mask", "'*' names every field: send it alone, or name the fields")
+        return {}
     elif not paths:
         paths = [name for name in WRITABLE_FIELDS if _is_set(task, name)]
     for path in paths:
