@@ -14,7 +14,6 @@ from pathlib import Path
 
 from client.cli_errors import CliError
 from client.dev_tokens import jwks_document, load_or_create_ed25519_key, mint_eddsa_token, mint_hs256_token
-from client.task_commands import add_task_commands
 
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -98,7 +97,17 @@ def _cmd_jwks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_grpc_core() -> None:
+    """gRPC core logs each failed TLS handshake to stderr (`I1203 ... Handshake failed`) unless GRPC_VERBOSITY
+    says otherwise, burying the CLI's one line. It reads the variable once, when grpc is first imported."""
+    if "grpc" not in sys.modules:
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _quiet_grpc_core()
+    from client.task_commands import add_task_commands  # imports grpc: only once it is quiet
+
     parser = argparse.ArgumentParser(
         prog="todo",
         description="Talk to a todo-tasks server.",

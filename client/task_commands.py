@@ -189,8 +189,11 @@ def _checked_target(target: str) -> str:
     return target
 
 
+_NO_PORT = "no port given: gRPC uses 443"
+
+
 def _unreachable(args: argparse.Namespace, seconds: float) -> CliError:
-    no_port = "" if ":" in args.target else " (no port given: gRPC uses 443)"
+    no_port = "" if ":" in args.target else f" ({_NO_PORT})"
     return CliError(
         f"cannot reach the server at {args.target} within {seconds:g}s: is todo-server running there? "
         f"Check --target (host:port){no_port}, and for a TLS server --ca, and --cert/--key if it asks for a "
@@ -203,9 +206,10 @@ def _connection_failed(args: argparse.Namespace) -> CliError:
     """What to do when the connection failed at once: nothing listening there, or not gRPC as this speaks it."""
     problem = tcp_problem(args.target)
     if problem == "connection refused":
+        no_port = "" if ":" in args.target else f"; {_NO_PORT}"
         message = (
-            f"nothing is listening at {args.target} (connection refused): start the server (`make run`), "
-            "or point --target / TODO_TARGET at where it listens"
+            f"nothing is listening at {args.target} (connection refused{no_port}): start the "
+            "server (`make run`), or point --target / TODO_TARGET at where it listens"
         )
     elif problem:
         message = f"cannot connect to {args.target} ({problem}): check --target / TODO_TARGET"

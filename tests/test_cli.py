@@ -178,6 +178,15 @@ def test_a_refused_connection_is_reported_well_under_a_second(
     assert "may have been made" not in line  # nothing was sent
 
 
+def test_a_target_without_a_port_says_grpc_used_443(capsys: pytest.CaptureFixture[str], secret: bytes) -> None:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 443)) == 0:
+            pytest.skip("something listens on 127.0.0.1:443 here")
+    status, _, err = todo(capsys, "ls", "--target", "127.0.0.1", "--token", mint_token(secret))
+    assert status == EXIT_UNREACHABLE
+    assert "(connection refused; no port given: gRPC uses 443)" in err
+
+
 class SlowToAnswer:
     """A todo-server that is there but slow to answer: 127.0.0.1:`port` takes each connection at once and
     relays it to the server only after `delay` seconds (until then the client hears nothing)."""
@@ -292,6 +301,26 @@ def test_a_ca_that_did_not_sign_the_server_is_one_line_and_exit_4(
         f"todo: {target} took the connection but the TLS handshake failed: check that it serves TLS, that --ca "
         "(TODO_CA) signed its certificate, and --cert/--key if it asks for a client certificate"
     )
+
+
+def test_a_failed_tls_handshake_leaves_one_line_on_stderr_not_grpc_logs(
+    tls_target: tuple[str, Path], secret: bytes, tmp_path: Path
+) -> None:
+    """gRPC core logs each failed handshake to stderr (`I1203 ... Handshake failed ...`) unless told not to,
+    which buried the CLI's one line under a screenful: the CLI's own process, so only a real `todo` shows it."""
+    target, _ = tls_target
+    stranger = make_tls_files(tmp_path, ca_name="someone else").ca_cert
+    result = subprocess.run(
+        [str(TODO), "ls", "--target", target, "--ca", str(stranger)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"TODO_TOKEN": mint_token(secret), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == EXIT_UNREACHABLE
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"todo: {target} took the connection but the TLS handshake failed")
 
 
 def test_plaintext_to_a_tls_server_is_one_line_that_names_ca(

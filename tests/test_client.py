@@ -374,3 +374,15 @@ def test_tls_true_checks_the_server_against_the_default_roots(
     # Trusted only when the default roots hold the CA that signed the server: tls=True really verifies.
     expected = "checked against the default roots" if roots == "our CA as the system roots" else "refused"
     assert child.stdout.strip() == expected
+
+
+def test_the_package_exports_every_name_in_all_and_imports_grpc_only_when_used() -> None:
+    """client/__init__ imports its names on first use, so the `todo` CLI can quiet gRPC before grpc loads."""
+    script = (
+        "import sys, client\n"
+        "assert 'grpc' not in sys.modules\n"
+        "assert all(isinstance(getattr(client, name), type) for name in client.__all__)\n"
+        "assert 'grpc' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
