@@ -162,7 +162,11 @@ def _explain(error: TaskServiceError, args: argparse.Namespace) -> CliError:
     if isinstance(error, Unauthenticated):
         if error.reason == "TOKEN_EXPIRED":
             return CliError("your token has expired: mint a new one (`todo token --sub ...`)", EXIT_AUTH)
-        return CliError(f"the server refused the token ({error.reason}): {error.message}", EXIT_AUTH)
+        return CliError(
+            f"the server refused the token ({error.reason}): {error.message}; mint one it accepts: "
+            "`todo token --sub alice`, run where the server's .env is (or with its BETTER_AUTH_SECRET)",
+            EXIT_AUTH,
+        )
     if isinstance(error, Unavailable | DeadlineExceeded) and error.reason is None:
         if args.changes:  # it answered the connection check: it may have made the change before this broke
             return CliError(

@@ -133,6 +133,27 @@ def test_an_expired_token_says_so_in_one_line(
     assert err.strip() == "todo: your token has expired: mint a new one (`todo token --sub ...`)"
 
 
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("not-a-jwt", "TOKEN_MALFORMED"),
+        (mint_token(b"another server's secret, 32 bytes+", "alice"), "TOKEN_INVALID"),
+    ],
+    ids=["malformed", "other-secret"],
+)
+def test_a_refused_token_says_why_and_how_to_get_one(
+    capsys: pytest.CaptureFixture[str], todo_server: TodoServer, token: str, reason: str
+) -> None:
+    status, out, err = todo(capsys, "ls", "--target", f"127.0.0.1:{todo_server.port}", "--token", token)
+    assert (status, out) == (EXIT_AUTH, "")
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"todo: the server refused the token ({reason}): ")
+    assert line.endswith(
+        "mint one it accepts: `todo token --sub alice`, run where the server's .env is (or with its "
+        "BETTER_AUTH_SECRET)"
+    )
+
+
 def test_no_token_is_a_one_line_hint(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TODO_TOKEN", raising=False)
     status, _, err = todo(capsys, "ls")
