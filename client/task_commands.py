@@ -33,7 +33,9 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 
 def _connection_options() -> argparse.ArgumentParser:
-    options = argparse.ArgumentParser(add_help=False)
+    parent = argparse.ArgumentParser(add_help=False)
+    # A group of their own: --help lists them after the command's own options, which are what people look for.
+    options = parent.add_argument_group("server, token and output")
     options.add_argument("--target", help=f"server address (TODO_TARGET; default {DEFAULT_TARGET})")
     options.add_argument("--token", help="bearer token (TODO_TOKEN; `todo token --sub alice` mints one)")
     options.add_argument("--ca", help="PEM CA file that signed the server's certificate; turns TLS on (TODO_CA)")
@@ -41,7 +43,7 @@ def _connection_options() -> argparse.ArgumentParser:
     options.add_argument("--key", help="PEM private key of --cert (TODO_KEY)")
     options.add_argument("--timeout", type=_seconds, default=10.0, help="seconds per call (default 10)")
     options.add_argument("--json", action="store_true", help="print JSON (proto field names) for scripts")
-    return options
+    return parent
 
 
 def _seconds(text: str) -> float:
@@ -271,11 +273,11 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
 
     def task_fields(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--description", help="longer text")
-        parser.add_argument("--priority", choices=["low", "medium", "high"])
+        parser.add_argument("--priority", choices=["low", "medium", "high"], help="how urgent it is")
         parser.add_argument("--due", type=_due, help="2026-12-01 or 2026-12-01T17:00 (local time)")
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("title")
+        parser.add_argument("title", help="what to do: one line, up to 200 characters")
         task_fields(parser)
 
     def ls_arguments(parser: argparse.ArgumentParser) -> None:
@@ -290,7 +292,7 @@ def add_task_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
 
     def edit_arguments(parser: argparse.ArgumentParser) -> None:
         task_id(parser)
-        parser.add_argument("--title")
+        parser.add_argument("--title", help="a new title")
         task_fields(parser)
         parser.add_argument(
             "--clear",

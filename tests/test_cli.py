@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli import main
+from client.cli import build_parser, main
 from client.cli_errors import EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
 from server.app import TodoServer, run_server
 from server.auth.tokens import user_id_is_safe
@@ -468,3 +469,14 @@ def test_todo_help_says_how_to_start_and_what_exit_statuses_mean(capsys: pytest.
     assert "todo token --sub alice" in text
     assert "TODO_TARGET" in text
     assert all(f"{status} " in text for status in (EXIT_REFUSED, EXIT_USAGE, EXIT_AUTH, EXIT_UNREACHABLE))
+
+
+def test_every_argument_has_help_and_each_commands_own_come_first(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in commands.choices.items():
+        unexplained = [action.dest for action in parser._actions if not action.help]
+        assert unexplained == [], f"todo {name}: no help for {unexplained}"
+    with pytest.raises(SystemExit):
+        main(["add", "--help"])
+    listing = capsys.readouterr().out.split("\noptions:\n", 1)[1]  # after the usage line
+    assert listing.index("--priority") < listing.index("--target") < listing.index("--json")
