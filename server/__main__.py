@@ -66,7 +66,10 @@ def serve(settings: Settings) -> int:
     _log.info("serving todo.v1.TaskService on %s (port %d) over %s", settings.listen, todo_server.port, transport)
     if todo_server.metrics_port is not None:
         _log.info("serving Prometheus metrics on %s (port %d)", settings.metrics_listen, todo_server.metrics_port)
-    stopping.wait()
+    # Python runs signal handlers on the main thread only: a SIGTERM the kernel hands to one of gRPC's threads
+    # would leave a bare wait() blocked for good. Waking twice a second lets the handler run.
+    while not stopping.wait(0.5):
+        pass
     todo_server.stop(settings.grace_seconds, drain_delay=settings.drain_delay_seconds)
     _log.info("stopped")
     return 0
