@@ -27,6 +27,7 @@ from server.config import ConfigError, Settings, masked_database_url
 from server.db.repository import TaskRepository
 from server.db.session import Database
 from server.deadline_interceptor import DeadlineInterceptor
+from server.health import HealthServicer
 from server.limits import caller_calls_limit, public_calls_limits, server_options
 from server.metrics import MetricsInterceptor, ServerMetrics, serve_metrics
 from server.readiness import Readiness
@@ -51,7 +52,7 @@ class TodoServer:
 
     grpc_server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: HealthServicer
     readiness: Readiness
     database: Database
     metrics: ServerMetrics
@@ -72,7 +73,7 @@ class TodoServer:
         refused and in-flight calls get `grace` seconds to end."""
         self.readiness.stop()
         self.health.enter_graceful_shutdown()
-        _end_health_watches(self.health)
+        self.health.end_watches()
         if drain_delay > 0:
             _log.info(
                 "stopping: health is NOT_SERVING; taking calls for %gs more while load balancers move away",
@@ -99,16 +100,6 @@ def drain_margin(grace: float) -> float:
     """How much sooner than grpcio's `grace` the calls' database work must end: 1 s, or a quarter of a short
     grace."""
     return min(_DRAIN_MARGIN_SECONDS, grace / 4)
-
-
-def _end_health_watches(health_servicer: health.HealthServicer) -> None:
-    """Ends every open health Watch (after it was sent NOT_SERVING) so that a drain lasts as long as the
-    in-flight calls, not the whole grace period: grpcio would otherwise wait out the grace for these
-    never-ending streams. A None response is grpc_health's own way to close a watch."""
-    with health_servicer._lock:
-        callbacks = [c for per_service in health_servicer._send_response_callbacks.values() for c in per_service]
-    for send_response in callbacks:
-        send_response(None)
 
 
 def build_verifier(
@@ -145,7 +136,7 @@ def build_verifier(
         raise ConfigError(str(error)) from None
 
 
-def _health_following(health_servicer: health.HealthServicer) -> Callable[[bool], None]:
+def _health_following(health_servicer: HealthServicer) -> Callable[[bool], None]:
     """Sets the overall and the TaskService health to what readiness says."""
 
     def set_serving(ready: bool) -> None:
@@ -247,7 +238,7 @@ def build_server(settings: Settings, *, tracer_provider: Any = None) -> TodoServ
         PageTokenCodec(page_token_key),
     )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(service, server)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         enable_reflection(server, (TASK_SERVICE, health.SERVICE_NAME))

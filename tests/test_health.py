@@ -20,6 +20,7 @@ from tests.postgres import TEST_DATABASE_URL_VARIABLE, PostgresUnavailable, fres
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 SERVICES = ("", "todo.v1.TaskService")
 
 
@@ -120,3 +121,22 @@ def test_health_drains_while_postgresql_refuses_connections_and_recovers(
         assert todo_server.readiness.failing == {"database"}
         allow_connections(True)
         wait_for(todo_server, SERVING)
+
+
+def test_a_health_watch_of_a_made_up_service_holds_nothing_once_it_ends(todo_server: TodoServer) -> None:
+    # Health needs no token. grpc_health kept every watched name for the server's life: a client sending
+    # Watch calls of new 60 KB names, each cancelled after its first answer, grew the server by 580 MB in 20 s.
+    made_up = {f"{n}{'x' * 60_000}" for n in range(20)}
+    with grpc.insecure_channel(f"127.0.0.1:{todo_server.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch
+        for name in made_up:
+            stream = watch(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert next(stream).status == SERVICE_UNKNOWN
+            stream.cancel()
+        ended = watch(health_pb2.HealthCheckRequest(service="y" * 60_000), timeout=0.5)  # ended by its deadline
+        assert next(ended).status == SERVICE_UNKNOWN
+        made_up.add("y" * 60_000)
+        deadline = time.monotonic() + 5
+        while made_up & todo_server.health.watched_services():
+            assert time.monotonic() < deadline, "ended watches still hold the service names they watched"
+            time.sleep(0.05)
