@@ -14,10 +14,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from server import metrics_endpoint
 from server.call_pipeline import Layer
 from server.config import ConfigError
 from server.errors import TodoError, Unauthenticated
@@ -272,7 +273,6 @@ def _host_and_port(listen: str) -> tuple[str, int]:
 def _serve(registry: CollectorRegistry, listen: str) -> Any:
     host, port = _host_and_port(listen)
     try:
-        httpd, _thread = start_http_server(port, host, registry)
+        return metrics_endpoint.serve(registry, host, port)
     except OSError as error:
         raise ConfigError(f"cannot serve metrics on {listen!r}: {error.strerror}; pick a free port") from None
-    return httpd

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,8 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from todo.v1 import task_service_pb2 as pb
 from todo.v1 import task_service_pb2_grpc as pb_grpc
 
+from server import metrics_endpoint
 from server.app import TodoServer, run_server
 from server.config import Settings
+from server.metrics_endpoint import MAX_SCRAPES_IN_FLIGHT
 from tests.support import User, failure_of, mint_token
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -181,3 +184,50 @@ def test_jwks_refreshes_and_database_pool_are_reported(
 
 def test_no_metrics_endpoint_unless_asked(todo_server: TodoServer) -> None:
     assert todo_server.metrics_port is None
+
+
+def _stalled_scrapes(server: TodoServer, count: int) -> list[socket.socket]:
+    """`count` connections to the metrics endpoint, each having sent a request line and never the rest."""
+    stalled = [socket.create_connection(("127.0.0.1", server.metrics_port), timeout=5) for _ in range(count)]
+    for connection in stalled:
+        connection.sendall(b"GET /metrics HTTP/1.1\r\n")
+    return stalled
+
+
+def _closed_by_the_server(connection: socket.socket, within: float) -> bool:
+    connection.settimeout(within)
+    try:
+        return connection.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_scrapes_that_never_finish_their_request_hold_a_bounded_number_of_connections(
+    metrics_server: TodoServer,
+) -> None:
+    # Each held a thread and a file descriptor for good: 1,016 of them, without any credentials, took every
+    # descriptor of a server run with the common limit of 1024, and it stopped accepting gRPC connections.
+    stalled = _stalled_scrapes(metrics_server, MAX_SCRAPES_IN_FLIGHT + 20)
+    try:
+        closed = [connection for connection in stalled if _closed_by_the_server(connection, within=0.2)]
+        assert len(closed) >= 20
+    finally:
+        for connection in stalled:
+            connection.close()
+    wait_for_scrape(metrics_server, lambda samples: bool(samples))
+
+
+def test_a_scrape_that_never_finishes_its_request_is_dropped_after_the_read_timeout(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics_endpoint, "READ_TIMEOUT_SECONDS", 0.5)
+    with run_server(dataclasses.replace(settings, metrics_listen="127.0.0.1:0")) as server:
+        stalled = _stalled_scrapes(server, MAX_SCRAPES_IN_FLIGHT)
+        try:
+            assert all(_closed_by_the_server(connection, within=5) for connection in stalled)
+            assert scrape(server)
+        finally:
+            for connection in stalled:
+                connection.close()
