@@ -15,6 +15,7 @@ from server.config import ConfigError, Settings, load_migrate_database_url, load
 from server.db.schema import SchemaError, current_revision
 from server.db.session import Database
 from server.log_format import configure_logging
+from server.open_files import raise_open_files_limit
 from server.workers import STOP_SIGNALS, run_workers
 
 _log = logging.getLogger("todo.server")
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     # Alembic's chatter about its context belongs to `todo-server migrate`, not to every start.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    raise_open_files_limit()  # before the workers fork: they inherit it
     if settings.workers == 1:
         return serve(settings)
     try:
