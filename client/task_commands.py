@@ -115,7 +115,14 @@ def _add(client: TaskClient, args: argparse.Namespace) -> None:
 def _ls(client: TaskClient, args: argparse.Namespace) -> None:
     completed = True if args.done else False if args.open else None
     tasks = list(client.iter_tasks(completed=completed, query=args.query or "", order_by=args.order_by or ""))
-    print(output.dumps([output.task_json(t) for t in tasks]) if args.json else output.table(tasks))
+    if args.json:
+        print(output.dumps([output.task_json(t) for t in tasks]))
+    elif tasks:
+        print(output.table(tasks))
+    elif completed is None and not args.query:
+        print('no tasks yet: add one with `todo add "Buy milk"`')  # a header alone reads like a failure
+    else:
+        print("no tasks match")
 
 
 def _show(client: TaskClient, args: argparse.Namespace) -> None:

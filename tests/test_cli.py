@@ -58,6 +58,18 @@ def todo_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
 
 
 @pytest.mark.usefixtures("signed_in")
+def test_an_empty_list_says_how_to_add_a_task_and_a_filter_that_matches_nothing_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = todo(capsys, "ls")
+    assert (status, out) == (0, 'no tasks yet: add one with `todo add "Buy milk"`\n')
+    todo(capsys, "add", "Buy milk")
+    status, out, _ = todo(capsys, "ls", "--query", "oat")
+    assert (status, out) == (0, "no tasks match\n")
+    assert todo_json(capsys, "ls", "--done") == []  # scripts still get JSON
+
+
+@pytest.mark.usefixtures("signed_in")
 def test_add_list_done_undo_edit_remove(capsys: pytest.CaptureFixture[str]) -> None:
     milk = todo_json(capsys, "add", "Buy milk", "--priority", "high", "--due", "2030-01-02T09:30+00:00")
     assert isinstance(milk, dict)
